@@ -1,0 +1,1 @@
+"""The logic of images-in-bulk; nothing here imports bottle."""

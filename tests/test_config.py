@@ -1,0 +1,84 @@
+"""Settings: defaults, .env, environment and overrides in that order; every problem reported at once."""
+
+import pytest
+
+from services.config import ConfigError, load_settings
+
+GOOD = {"SECRET_KEY": "k" * 40, "PUBLIC_BASE_URL": "https://images.example.com"}
+
+
+def load(environ=None, overrides=None, env_file=None, tmp_path=None):
+    return load_settings(overrides, environ=environ or {}, env_file=env_file or (tmp_path / "absent.env"))
+
+
+def test_production_without_settings_lists_every_missing_one(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load({}, tmp_path=tmp_path)
+    message = str(caught.value)
+    assert "SECRET_KEY is missing" in message
+    assert "PUBLIC_BASE_URL is missing" in message
+    assert message.count("\n  - ") == 2
+    assert "Traceback" not in message
+
+
+def test_malformed_values_are_all_reported_together_without_echoing_the_secret(tmp_path):
+    environ = {"SECRET_KEY": "short-secret-value", "PUBLIC_BASE_URL": "http://images.example.com",
+               "DATABASE_URL": "ftp://db.example.com/x", "SESSION_IDLE_SECONDS": "soon",
+               "DEFAULT_LANGUAGE": "fr", "SERVE_STATIC": "maybe", "APP_MODE": "production"}
+    with pytest.raises(ConfigError) as caught:
+        load(environ, tmp_path=tmp_path)
+    problems = caught.value.problems
+    assert len(problems) == 6, problems
+    text = str(caught.value)
+    for name in ("SECRET_KEY", "PUBLIC_BASE_URL", "DATABASE_URL", "SESSION_IDLE_SECONDS", "DEFAULT_LANGUAGE",
+                 "SERVE_STATIC"):
+        assert name in text
+    assert "short-secret-value" not in text
+    assert "https in production" in text
+
+
+def test_production_settings_are_accepted(tmp_path):
+    settings = load(GOOD, tmp_path=tmp_path)
+    assert settings.app_mode == "production"
+    assert settings.is_https
+    assert settings.serve_static is False
+    assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith("app.db")
+    assert settings.url("/privacy") == "https://images.example.com/privacy"
+
+
+def test_demo_and_test_modes_need_no_secrets(tmp_path):
+    for mode in ("demo", "test"):
+        settings = load({"APP_MODE": mode}, tmp_path=tmp_path)
+        assert len(settings.secret_key) >= 32
+        assert settings.serve_static is True
+        assert settings.public_base_url.startswith("http://127.0.0.1")
+    assert load({"APP_MODE": "demo"}, tmp_path=tmp_path).database_url.endswith("demo.db")
+
+
+def test_env_file_then_environment_then_overrides(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("# private settings\nexport SECRET_KEY='" + "f" * 40 + "'\n"
+                        "PUBLIC_BASE_URL=https://from-file.example.com\nPLAN_CREDITS=10\nDEFAULT_LANGUAGE=en\n",
+                        encoding="utf-8")
+    settings = load({"PLAN_CREDITS": "20"}, {"DEFAULT_LANGUAGE": "es"}, env_file=env_file)
+    assert settings.secret_key == "f" * 40
+    assert settings.public_base_url == "https://from-file.example.com"
+    assert settings.plan_credits == 20
+    assert settings.default_language == "es"
+
+
+def test_unknown_override_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unknown setting NOPE"):
+        load(GOOD, {"NOPE": 1}, tmp_path=tmp_path)
+
+
+def test_idle_timeout_cannot_exceed_absolute_lifetime(tmp_path):
+    with pytest.raises(ConfigError, match="SESSION_IDLE_SECONDS"):
+        load({**GOOD, "SESSION_IDLE_SECONDS": "100", "SESSION_MAX_SECONDS": "50"}, tmp_path=tmp_path)
+
+
+def test_mariadb_url_shape_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match="mysql://user:password@host:3306/database"):
+        load({**GOOD, "DATABASE_URL": "mysql://user@host"}, tmp_path=tmp_path)
+    settings = load({**GOOD, "DATABASE_URL": "mysql://u:p%40ss@localhost:3306/iib"}, tmp_path=tmp_path)
+    assert settings.database_url.startswith("mysql://")
