@@ -1,0 +1,396 @@
+"""The one SQL module: connections to SQLite or MariaDB, transactions, schema set-up and every query.
+
+Callers write `?` placeholders and get rows as dicts; the difference between sqlite3 and
+PyMySQL stays in this file. Connections run in autocommit mode and group writes with
+`transaction()`, which commits on success and rolls back on error: each service call is one
+unit of work, so a request that fails half-way leaves only whole units behind. On SQLite a
+transaction starts with BEGIN IMMEDIATE, which waits for the write lock up front instead of
+failing later when a read turns into a write. Times are Unix seconds (integers) on both engines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pymysql
+import pymysql.cursors
+
+log = logging.getLogger(__name__)
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_FILES = {"sqlite": APP_ROOT / "schema.sqlite.sql", "mysql": APP_ROOT / "schema.sql"}
+MIGRATIONS_DIR = APP_ROOT / "migrations"
+
+_VERSION_LINE = re.compile(r"^--\s*schema-version:\s*(\d+)\s*$", re.MULTILINE)
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached right now (server down, file not writable)."""
+
+
+class SchemaError(Exception):
+    """The schema files or migrations are inconsistent."""
+
+
+class Database:
+    """Where the data lives, parsed from DATABASE_URL; hands out connections."""
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        if parts.scheme == "sqlite":
+            self.engine = "sqlite"
+            self.path = Path(unquote(url[len("sqlite:///"):]))
+            self.params: dict[str, Any] = {}
+        elif parts.scheme in ("mysql", "mariadb"):
+            self.engine = "mysql"
+            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            self.params = {
+                "host": parts.hostname or "127.0.0.1",
+                "port": parts.port or 3306,
+                "user": unquote(parts.username or ""),
+                "password": unquote(parts.password or ""),
+                "database": unquote(parts.path.lstrip("/")),
+            }
+            if query.get("unix_socket"):
+                self.params["unix_socket"] = query["unix_socket"]
+        else:
+            raise ValueError("DATABASE_URL must start with sqlite:/// or mysql://")
+
+    def describe(self) -> str:
+        """Say where the database is without revealing a password."""
+        if self.engine == "sqlite":
+            return f"SQLite at {self.path}"
+        p = self.params
+        return f"MariaDB database {p['database']} on {p['host']}:{p['port']}"
+
+    def connect(self) -> Connection:
+        """Open a new connection; raise DatabaseUnavailable when the server or file cannot be reached."""
+        if self.engine == "sqlite":
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                raw = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                raw.row_factory = _dict_row
+                raw.execute("PRAGMA foreign_keys = ON")
+                raw.execute("PRAGMA busy_timeout = 30000")
+                raw.execute("PRAGMA synchronous = NORMAL")
+            except (sqlite3.Error, OSError) as exc:
+                raise DatabaseUnavailable(f"cannot open {self.describe()}: {exc}") from None
+            return Connection(raw, "sqlite")
+        try:
+            raw = pymysql.connect(
+                **self.params, charset="utf8mb4", autocommit=True, connect_timeout=5,
+                cursorclass=pymysql.cursors.DictCursor,
+                init_command="SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,"
+                             "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'",
+            )
+        except pymysql.err.MySQLError as exc:
+            raise DatabaseUnavailable(f"cannot connect to {self.describe()}: {exc.args[-1]}") from None
+        return Connection(raw, "mysql")
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict:
+    """Turn a sqlite3 row into a dict keyed by column name."""
+    return {col[0]: value for col, value in zip(cursor.description, row, strict=True)}
+
+
+_LOST = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
+
+
+class Connection:
+    """One connection with `?` placeholders, dict rows and a nestable transaction()."""
+
+    def __init__(self, raw: Any, engine: str):
+        self.raw = raw
+        self.engine = engine
+        self._depth = 0
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.engine == "mysql" else sql
+
+    def _run(self, sql: str, params: tuple | list = ()) -> Any:
+        try:
+            if self.engine == "sqlite":
+                return self.raw.execute(sql, params)
+            cur = self.raw.cursor()
+            cur.execute(self._sql(sql), tuple(params))
+            return cur
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "unable to open" in str(exc):
+                raise DatabaseUnavailable(str(exc)) from None
+            raise
+        except _LOST as exc:
+            if exc.args and exc.args[0] in (2003, 2006, 2013, 2055):
+                raise DatabaseUnavailable(f"lost the database connection: {exc.args[-1]}") from None
+            raise
+
+    def execute(self, sql: str, params: tuple | list = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        return self._run(sql, params).rowcount
+
+    def insert(self, sql: str, params: tuple | list = ()) -> int:
+        """Run one INSERT; return the new row's id."""
+        return self._run(sql, params).lastrowid
+
+    def all(self, sql: str, params: tuple | list = ()) -> list[dict]:
+        """Run a query; return every row as a dict."""
+        return list(self._run(sql, params).fetchall())
+
+    def one(self, sql: str, params: tuple | list = ()) -> dict | None:
+        """Run a query; return its first row as a dict, or None."""
+        return self._run(sql, params).fetchone()
+
+    def scalar(self, sql: str, params: tuple | list = ()) -> Any:
+        """Run a query; return the first column of its first row, or None."""
+        row = self.one(sql, params)
+        return None if row is None else next(iter(row.values()))
+
+    @property
+    def in_transaction(self) -> bool:
+        """True while a transaction() block is open."""
+        return self._depth > 0
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """Group statements: commit when the block ends, roll back if it raises. Nested blocks join the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        self._run("BEGIN IMMEDIATE" if self.engine == "sqlite" else "START TRANSACTION")
+        self._depth = 1
+        try:
+            yield self
+        except BaseException:
+            self._depth = 0
+            self.rollback()
+            raise
+        self._depth = 0
+        self._run("COMMIT")
+
+    def rollback(self) -> None:
+        """Roll back an open transaction, if any; never raises on a dead connection."""
+        self._depth = 0
+        with contextlib.suppress(Exception):
+            self._run("ROLLBACK")
+
+    def close(self) -> None:
+        """Roll back anything left open and close the connection."""
+        if self._depth:
+            self.rollback()
+        with contextlib.suppress(Exception):
+            self.raw.close()
+
+
+# --- schema ----------------------------------------------------------------------------------
+
+def split_statements(script: str) -> list[str]:
+    """Split a schema or migration script into statements (no semicolons inside literals)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def schema_file_version(engine: str) -> int:
+    """The schema version a schema file declares in its `-- schema-version: N` line."""
+    match = _VERSION_LINE.search(SCHEMA_FILES[engine].read_text(encoding="utf-8"))
+    if not match:
+        raise SchemaError(f"{SCHEMA_FILES[engine].name} has no '-- schema-version: N' line")
+    return int(match.group(1))
+
+
+def list_migrations(engine: str, migrations_dir: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
+    """The numbered migration files for an engine, in order."""
+    folder = migrations_dir / engine
+    found = []
+    for path in sorted(folder.glob("*.sql")) if folder.is_dir() else []:
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise SchemaError(f"migration {path.name} must be named NNNN_words.sql")
+        found.append((int(match.group(1)), path))
+    numbers = [n for n, _ in found]
+    if len(set(numbers)) != len(numbers):
+        raise SchemaError(f"two migrations share a number in {folder}")
+    return found
+
+
+def _table_exists(conn: Connection, name: str) -> bool:
+    if conn.engine == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?"
+    else:
+        sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?"
+    return conn.one(sql, (name,)) is not None
+
+
+def schema_version(conn: Connection) -> int | None:
+    """The version the database is at, or None for a database without our schema."""
+    if not _table_exists(conn, "schema_migrations"):
+        return None
+    return conn.scalar("SELECT MAX(version) AS v FROM schema_migrations")
+
+
+@contextlib.contextmanager
+def _init_lock(conn: Connection) -> Iterator[None]:
+    """Keep two initdb runs from interleaving (SQLite serialises them through its write lock)."""
+    if conn.engine != "mysql":
+        yield
+        return
+    if conn.scalar("SELECT GET_LOCK(CONCAT(DATABASE(), '.initdb'), 60) AS got") != 1:
+        raise DatabaseUnavailable("another initdb has held the schema lock for 60 seconds")
+    try:
+        yield
+    finally:
+        conn.scalar("SELECT RELEASE_LOCK(CONCAT(DATABASE(), '.initdb')) AS released")
+
+
+def initdb(database: Database, migrations_dir: Path = MIGRATIONS_DIR,
+           schema_file: Path | None = None) -> tuple[int | None, int]:
+    """Create the schema on an empty database, or apply the pending migrations; return (from, to)."""
+    engine = database.engine
+    schema_file = schema_file or SCHEMA_FILES[engine]
+    match = _VERSION_LINE.search(schema_file.read_text(encoding="utf-8"))
+    if not match:
+        raise SchemaError(f"{schema_file.name} has no '-- schema-version: N' line")
+    target = int(match.group(1))
+    migrations = list_migrations(engine, migrations_dir)
+    if migrations and migrations[-1][0] != target:
+        raise SchemaError(f"{schema_file.name} declares version {target} but the last "
+                          f"{engine} migration is {migrations[-1][0]}")
+    conn = database.connect()
+    try:
+        if engine == "sqlite":
+            conn.execute("PRAGMA journal_mode = WAL")
+        with _init_lock(conn):
+            current = schema_version(conn)
+            if current is None:
+                # SQLite runs DDL inside the transaction, so a failed set-up leaves nothing;
+                # MariaDB commits each DDL statement, and CREATE ... IF NOT EXISTS makes a rerun safe.
+                with conn.transaction():
+                    for statement in split_statements(schema_file.read_text(encoding="utf-8")):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                                 (target, int(time.time())))
+                log.info("created schema version %s on %s", target, database.describe())
+                return None, target
+            for number, path in migrations:
+                if number <= current:
+                    continue
+                with conn.transaction():
+                    for statement in split_statements(path.read_text(encoding="utf-8")):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                                 (number, int(time.time())))
+                log.info("applied migration %s on %s", path.name, database.describe())
+            return current, max(current, target)
+    finally:
+        conn.close()
+
+
+def describe_schema(conn: Connection) -> dict[str, dict]:
+    """Tables with their columns (name, type family, nullable) and unique keys, for comparing engines."""
+    result: dict[str, dict] = {}
+    if conn.engine == "sqlite":
+        tables = [r["name"] for r in conn.all(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        for table in tables:
+            columns = {r["name"]: (_family(r["type"]), not r["notnull"] and not r["pk"])
+                       for r in conn.all(f"PRAGMA table_info({table})")}
+            uniques = set()
+            for index in conn.all(f"PRAGMA index_list({table})"):
+                if index["unique"]:
+                    cols = [r["name"] for r in conn.all(f"PRAGMA index_info({index['name']})")]
+                    uniques.add(tuple(cols))
+            pk = [r["name"] for r in conn.all(f"PRAGMA table_info({table})") if r["pk"]]
+            uniques.add(tuple(pk))
+            result[table] = {"columns": columns, "unique": uniques}
+        return result
+    rows = conn.all(
+        "SELECT table_name AS t, column_name AS c, data_type AS d, is_nullable AS n "
+        "FROM information_schema.columns WHERE table_schema = DATABASE() ORDER BY table_name, ordinal_position")
+    for r in rows:
+        table = result.setdefault(r["t"], {"columns": {}, "unique": set()})
+        table["columns"][r["c"]] = (_family(r["d"]), r["n"] == "YES")
+    keys: dict[tuple[str, str], list[str]] = {}
+    for r in conn.all(
+            "SELECT table_name AS t, index_name AS i, column_name AS c FROM information_schema.statistics "
+            "WHERE table_schema = DATABASE() AND non_unique = 0 ORDER BY table_name, index_name, seq_in_index"):
+        keys.setdefault((r["t"], r["i"]), []).append(r["c"])
+    for (table, _), cols in keys.items():
+        result[table]["unique"].add(tuple(cols))
+    return result
+
+
+def _family(declared: str) -> str:
+    """Reduce a declared column type to int, text, real or blob."""
+    declared = declared.lower()
+    if "int" in declared:
+        return "int"
+    if any(word in declared for word in ("char", "text", "clob")):
+        return "text"
+    if any(word in declared for word in ("real", "floa", "doub", "dec")):
+        return "real"
+    return "blob"
+
+
+# --- users -----------------------------------------------------------------------------------
+
+def user_insert(conn: Connection, display_name: str, email: str, now: int) -> int:
+    """Create a user; return its id."""
+    return conn.insert(
+        "INSERT INTO users (display_name, email, created_at, last_login_at) VALUES (?, ?, ?, ?)",
+        (display_name, email, now, now))
+
+
+def user_get(conn: Connection, user_id: int) -> dict | None:
+    """One user by id, or None."""
+    return conn.one("SELECT id, display_name, email, created_at, last_login_at FROM users WHERE id = ?",
+                    (user_id,))
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+_SESSION_COLUMNS = "id, user_id, csrf_token, data, created_at, last_seen_at, expires_at"
+
+
+def session_insert(conn: Connection, session_id: str, user_id: int | None, csrf_token: str, data: str,
+                   now: int, expires_at: int) -> None:
+    """Store a new session row."""
+    conn.execute(
+        f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (session_id, user_id, csrf_token, data, now, now, expires_at))
+
+
+def session_get(conn: Connection, session_id: str) -> dict | None:
+    """One session row by id, or None."""
+    return conn.one(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,))
+
+
+def session_touch(conn: Connection, session_id: str, now: int) -> None:
+    """Record activity on a session (for idle expiry)."""
+    conn.execute("UPDATE sessions SET last_seen_at = ? WHERE id = ?", (now, session_id))
+
+
+def session_save_data(conn: Connection, session_id: str, data: str) -> None:
+    """Replace a session's data (a JSON text)."""
+    conn.execute("UPDATE sessions SET data = ? WHERE id = ?", (data, session_id))
+
+
+def session_delete(conn: Connection, session_id: str) -> int:
+    """Delete one session; return 1 if it existed."""
+    return conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+
+def session_delete_expired(conn: Connection, now: int, idle_seconds: int) -> int:
+    """Delete sessions past their absolute or idle expiry; return how many."""
+    return conn.execute("DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at <= ?",
+                        (now, now - idle_seconds))

@@ -1,0 +1,122 @@
+"""The SQL module on both engines: rows as dicts, transactions, initdb and migrations."""
+
+import shutil
+import socket
+
+import pytest
+
+from services import db
+
+
+def test_rows_come_back_as_dicts_with_one_placeholder_style(conn):
+    user_id = db.user_insert(conn, "Ana ñandú 🎨", "ana@example.com", 1000)
+    row = db.user_get(conn, user_id)
+    assert row == {"id": user_id, "display_name": "Ana ñandú 🎨", "email": "ana@example.com",
+                   "created_at": 1000, "last_login_at": 1000}
+    assert conn.scalar("SELECT COUNT(*) AS n FROM users WHERE email = ?", ("ana@example.com",)) == 1
+    assert db.user_get(conn, user_id + 1) is None
+
+
+def test_transaction_commits_on_success_and_rolls_back_on_error(conn, database):
+    with conn.transaction():
+        db.user_insert(conn, "kept", "", 1)
+    with pytest.raises(RuntimeError):
+        with conn.transaction():
+            db.user_insert(conn, "dropped", "", 2)
+            with conn.transaction():  # a nested block joins the outer one
+                db.user_insert(conn, "dropped too", "", 3)
+            raise RuntimeError("boom")
+    assert not conn.in_transaction
+    other = database.connect()
+    try:
+        names = [r["display_name"] for r in other.all("SELECT display_name FROM users ORDER BY id")]
+    finally:
+        other.close()
+    assert names == ["kept"]
+
+
+def test_initdb_is_idempotent_and_keeps_data(database):
+    conn = database.connect()
+    try:
+        user_id = db.user_insert(conn, "survivor", "s@example.com", 5)
+    finally:
+        conn.close()
+    assert db.initdb(database) == (1, 1)
+    assert db.initdb(database) == (1, 1)
+    conn = database.connect()
+    try:
+        assert db.user_get(conn, user_id)["display_name"] == "survivor"
+        assert conn.scalar("SELECT COUNT(*) AS n FROM schema_migrations") == 1
+        assert db.schema_version(conn) == 1
+    finally:
+        conn.close()
+
+
+def test_initdb_on_an_empty_database_reports_creation(db_url):
+    database = db.Database(db_url)
+    assert db.initdb(database) == (None, 1)
+
+
+def test_a_numbered_migration_upgrades_an_older_database_without_losing_data(database, tmp_path):
+    engine = database.engine
+    conn = database.connect()
+    try:
+        user_id = db.user_insert(conn, "before the upgrade", "", 7)
+    finally:
+        conn.close()
+    # Version 2 of the schema, as a future change would bring it: the schema file and one migration.
+    schema_v2 = tmp_path / "schema_v2.sql"
+    schema_v2.write_text(db.SCHEMA_FILES[engine].read_text(encoding="utf-8")
+                         .replace("-- schema-version: 1", "-- schema-version: 2"), encoding="utf-8")
+    (tmp_path / "migrations" / engine).mkdir(parents=True)
+    column = "VARCHAR(8) NOT NULL DEFAULT 'es'" if engine == "mysql" else "TEXT NOT NULL DEFAULT 'es'"
+    (tmp_path / "migrations" / engine / "0002_user_locale.sql").write_text(
+        f"-- users choose a language\nALTER TABLE users ADD COLUMN locale {column};\n", encoding="utf-8")
+
+    assert db.initdb(database, migrations_dir=tmp_path / "migrations", schema_file=schema_v2) == (1, 2)
+    assert db.initdb(database, migrations_dir=tmp_path / "migrations", schema_file=schema_v2) == (2, 2)
+    conn = database.connect()
+    try:
+        row = conn.one("SELECT display_name, locale FROM users WHERE id = ?", (user_id,))
+        assert row == {"display_name": "before the upgrade", "locale": "es"}
+        assert [r["version"] for r in conn.all("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
+    finally:
+        conn.close()
+
+
+def test_schema_file_and_migrations_must_agree(db_url, tmp_path):
+    database = db.Database(db_url)
+    (tmp_path / "migrations" / database.engine).mkdir(parents=True)
+    shutil.copy(db.SCHEMA_FILES[database.engine], tmp_path / "schema.sql")
+    (tmp_path / "migrations" / database.engine / "0003_later.sql").write_text("SELECT 1;", encoding="utf-8")
+    with pytest.raises(db.SchemaError, match="declares version 1 but the last"):
+        db.initdb(database, migrations_dir=tmp_path / "migrations", schema_file=tmp_path / "schema.sql")
+
+
+def test_shipped_schema_versions_match_the_shipped_migrations():
+    for engine in ("sqlite", "mysql"):
+        migrations = db.list_migrations(engine)
+        assert db.schema_file_version(engine) == (migrations[-1][0] if migrations else 1)
+    assert [n for n, _ in db.list_migrations("sqlite")] == [n for n, _ in db.list_migrations("mysql")]
+
+
+def test_split_statements_drops_comments_and_blank_parts():
+    script = "-- a comment; with a semicolon\nCREATE TABLE a (x INT);\n\n-- another\nCREATE TABLE b (y INT);\n"
+    assert db.split_statements(script) == ["CREATE TABLE a (x INT)", "CREATE TABLE b (y INT)"]
+
+
+def test_unreachable_mariadb_raises_database_unavailable_without_the_password():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    database = db.Database(f"mysql://app:s3cret-pw@127.0.0.1:{port}/iib")
+    with pytest.raises(db.DatabaseUnavailable) as caught:
+        database.connect()
+    assert "s3cret-pw" not in str(caught.value)
+    assert "s3cret-pw" not in database.describe()
+
+
+def test_mariadb_url_with_unix_socket_and_escaped_password():
+    database = db.Database("mysql://u%40x:p%2Fw@localhost:3307/shop_db?unix_socket=/var/run/mysqld/mysqld.sock")
+    assert database.params == {"host": "localhost", "port": 3307, "user": "u@x", "password": "p/w",
+                               "database": "shop_db", "unix_socket": "/var/run/mysqld/mysqld.sock"}
