@@ -26,7 +26,7 @@ def security_headers(settings: Settings, private: bool) -> list[tuple[str, str]]
         ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"),
     ]
     if settings.is_https:
-        headers.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+        headers.append(("Strict-Transport-Security", "max-age=31536000"))
     if private:
         headers.append(("Cache-Control", "no-store"))
     return headers

@@ -1,0 +1,80 @@
+"""images-in-bulk: the app factory, and `python app.py --demo` for the local demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+from pathlib import Path
+
+APP_ROOT = Path(__file__).resolve().parent
+if str(APP_ROOT) not in sys.path:  # Passenger and cron may start us from another folder
+    sys.path.insert(0, str(APP_ROOT))
+
+from routes import errors, pages, static, web  # noqa: E402
+from services import db, i18n  # noqa: E402
+from services.config import ConfigError, Settings, load_settings  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def create_app(overrides: dict | None = None, settings: Settings | None = None) -> web.App:
+    """Build a new app from the settings (defaults, environment, .env, then overrides)."""
+    settings = settings or load_settings(overrides)
+    app = web.App(settings, db.Database(settings.database_url), i18n.load_translations())
+    app.install(web.RequestGuard())
+    pages.register(app)
+    if settings.serve_static:
+        static.register(app)
+    errors.register(app)
+    return app
+
+
+def configure_logging(level: str) -> None:
+    """Log to standard error with times and module names."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the site with waitress: `--demo` for the local demo (SQLite, no keys), else with the configured settings."""
+    parser = argparse.ArgumentParser(description="Run images-in-bulk.")
+    parser.add_argument("--demo", action="store_true", help="local demo: SQLite under var/, no keys needed")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (0 picks a free one)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (not in the demo, which stays on 127.0.0.1)")
+    args = parser.parse_args(argv)
+
+    import waitress
+
+    host = "127.0.0.1" if args.demo else args.host
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, args.port))
+    except OSError as exc:
+        print(f"cannot listen on {host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
+
+    overrides = {}
+    if args.demo:
+        overrides = {"APP_MODE": "demo", "PUBLIC_BASE_URL": f"http://{host}:{port}"}
+    try:
+        settings = load_settings(overrides)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    database = db.Database(settings.database_url)
+    if args.demo:
+        db.initdb(database)
+    app = create_app(settings=settings)
+    print(f"images-in-bulk {'demo ' if args.demo else ''}running at {settings.public_base_url}/ "
+          f"({database.describe()}); press Ctrl+C to stop", flush=True)
+    waitress.serve(app, sockets=[sock], threads=8, ident="images-in-bulk")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

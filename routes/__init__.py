@@ -1,0 +1,1 @@
+"""The thin HTTP layer: one module per area, each with register(app)."""

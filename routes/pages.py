@@ -1,0 +1,40 @@
+"""Public pages: landing, terms, privacy, and the language switch."""
+
+from __future__ import annotations
+
+import bottle
+
+from routes import web
+from services.config import LANGUAGES
+from services.security import safe_next
+
+
+def register(app: web.App) -> None:
+    """Add the public pages to the app."""
+
+    @app.get("/")
+    def show_home():
+        """The landing page: what the service does and the plan."""
+        return web.render("pages/home.html")
+
+    @app.get("/terms")
+    def show_terms():
+        """The terms of service."""
+        return web.render("pages/terms.html")
+
+    @app.get("/privacy")
+    def show_privacy():
+        """The privacy notice: what is stored where, and who receives what."""
+        return web.render("pages/privacy.html")
+
+    @app.get("/lang/<code>")
+    def switch_language(code):
+        """Remember the chosen language in a cookie and go back to the page the visitor was on."""
+        # A GET is enough here: the choice is a display preference kept in the visitor's own
+        # browser; it changes nothing on the server, so it needs no CSRF token (and no session).
+        if code not in LANGUAGES:
+            raise bottle.HTTPError(404)
+        settings = app.settings
+        bottle.response.set_cookie(web.LANG_COOKIE, code, path="/", max_age=web.LANG_COOKIE_SECONDS,
+                                   httponly=True, samesite="Lax", secure=settings.is_https)
+        bottle.redirect(settings.url(safe_next(bottle.request.query.get("next"))), 303)

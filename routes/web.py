@@ -1,0 +1,288 @@
+"""The HTTP glue every route shares: the app class, per-request database and session, templates, errors.
+
+Per-request state lives in the WSGI environ (Bottle's `request` is bound to it), under keys
+that start with `iib.`. Security headers, the session cookie and closing the database
+connection happen in `App.wsgi`, around Bottle's own handling, because Bottle renders error
+pages after its `after_request` hooks and replaces the response headers on the way: only the
+outermost layer sees every response, the 404s and 500s included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import bottle
+import jinja2
+
+from services import db, security, sessions
+from services.config import LANGUAGES, Settings
+from services.i18n import LANGUAGE_NAMES, choose_language
+
+log = logging.getLogger(__name__)
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+VIEWS_DIR = APP_ROOT / "views"
+PUBLIC_DIR = APP_ROOT / "public"
+
+LANG_COOKIE = "lang"
+LANG_COOKIE_SECONDS = 365 * 24 * 3600
+
+def _(message: str) -> str:
+    """Mark a string for translation (the extractor finds it); it is translated when rendered."""
+    return message
+
+
+ERROR_TEXTS = {
+    400: (_("Bad request"), _("The request could not be understood. Go back and try again.")),
+    403: (_("Not allowed"), _("This form has expired or was sent from another site. "
+                              "Go back, reload the page and send it again.")),
+    404: (_("Page not found"), _("There is nothing at this address. Check the link, "
+                                 "or start again from the home page.")),
+    405: (_("Not allowed"), _("This address does not accept that kind of request.")),
+    413: (_("Too large"), _("What you sent is larger than this site accepts.")),
+    500: (_("Something went wrong"), _("An unexpected error stopped this page. It has been logged; "
+                                       "please try again in a moment.")),
+    503: (_("Temporarily unavailable"), _("The service is briefly unavailable. Nothing you sent was lost; "
+                                          "please try again in a minute.")),
+}
+
+
+class App(bottle.Bottle):
+    """The images-in-bulk Bottle app: Bottle plus the settings, database and templates it runs with."""
+
+    def __init__(self, settings: Settings, database: db.Database, translations: dict):
+        super().__init__()
+        self.settings = settings
+        self.database = database
+        self.translations = translations
+        self.templates = make_templates(translations)
+        self._static_versions: dict[str, str] = {}
+        self.templates.globals["static_url"] = self.static_url
+
+    def static_url(self, path: str) -> str:
+        """The URL of a file under public/, versioned by its content so it can be cached for long."""
+        version = self._static_versions.get(path)
+        if version is None:
+            data = (PUBLIC_DIR / path).read_bytes()
+            version = self._static_versions[path] = hashlib.sha256(data).hexdigest()[:10]
+        return f"/{path}?v={version}"
+
+    def wsgi(self, environ, start_response):
+        """Run the request through Bottle, then add the security headers and cookies and close the database."""
+
+        def finish(status, headers, exc_info=None):
+            private = bool(environ.get("iib.private"))
+            names = {name.lower() for name, _ in headers}
+            extra = [h for h in security.security_headers(self.settings, private) if h[0].lower() not in names]
+            if private:
+                extra = [h for h in extra if h[0] != "Cache-Control"] + [("Cache-Control", "no-store")]
+                headers = [h for h in headers if h[0].lower() not in ("cache-control", "expires")]
+            content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+            if content_type.startswith("text/html") and "vary" not in names:
+                extra.append(("Vary", "Accept-Language, Cookie"))  # the language follows both
+            cookie = environ.get("iib.session_cookie")
+            if cookie is not None:
+                extra.append(("Set-Cookie", _session_cookie(self.settings, cookie)))
+            # The error is handled and logged by now; passing exc_info on would make some servers
+            # (and test clients) raise it again although no header has been sent yet.
+            return start_response(status, list(headers) + extra)
+
+        try:
+            return super().wsgi(environ, finish)
+        finally:
+            conn = environ.pop("iib.db", None)
+            if conn is not None:
+                conn.close()
+
+
+def _session_cookie(settings: Settings, token: str) -> str:
+    """The Set-Cookie value for a session token ('' clears the cookie)."""
+    attrs = sessions.cookie_attributes(settings)
+    parts = [f"{sessions.cookie_name(settings)}={token}", f"Path={attrs['path']}"]
+    parts.append(f"Max-Age={settings.session_max_seconds if token else 0}")
+    parts += ["HttpOnly", f"SameSite={attrs['samesite']}"]
+    if attrs["secure"]:
+        parts.append("Secure")
+    return "; ".join(parts)
+
+
+def make_templates(translations: dict) -> jinja2.Environment:
+    """The project's Jinja2 environment: absolute path, autoescape on, gettext in the page's language."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(VIEWS_DIR)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, extensions=["jinja2.ext.i18n"])
+
+    @jinja2.pass_context
+    def gettext(context, message):
+        return translations[context["lang"]].gettext(message)
+
+    @jinja2.pass_context
+    def ngettext(context, singular, plural, n):
+        return translations[context["lang"]].ngettext(singular, plural, n)
+
+    env.install_gettext_callables(gettext, ngettext, newstyle=True)
+    return env
+
+
+# --- per-request helpers ----------------------------------------------------------------------
+
+def app() -> App:
+    """The app handling the current request."""
+    return bottle.request.app
+
+
+def now() -> int:
+    """The current time in Unix seconds."""
+    return int(time.time())
+
+
+def conn() -> db.Connection:
+    """This request's database connection, opened on first use and closed when the response is done."""
+    environ = bottle.request.environ
+    connection = environ.get("iib.db")
+    if connection is None:
+        connection = environ["iib.db"] = app().database.connect()
+    return connection
+
+
+def lang() -> str:
+    """The language of this request: the remembered choice, else Accept-Language, else the default."""
+    environ = bottle.request.environ
+    if "iib.lang" not in environ:
+        environ["iib.lang"] = choose_language(bottle.request.get_cookie(LANG_COOKIE),
+                                              bottle.request.headers.get("Accept-Language"),
+                                              app().settings.default_language)
+    return environ["iib.lang"]
+
+
+def gettext(message: str) -> str:
+    """Translate a message into this request's language."""
+    return app().translations[lang()].gettext(message)
+
+
+def session(create: bool = False) -> sessions.Session | None:
+    """This visitor's session (loaded once per request); with create=True one is started if missing."""
+    environ = bottle.request.environ
+    if "iib.session" not in environ:
+        settings = app().settings
+        token = bottle.request.get_cookie(sessions.cookie_name(settings))
+        found = sessions.load(conn(), settings, token, now()) if token else None
+        if token and found is None:
+            environ["iib.session_cookie"] = ""  # tell the browser to drop a dead cookie
+        environ["iib.session"] = found
+    current = environ["iib.session"]
+    if current is None and create:
+        current = sessions.create(conn(), app().settings, now())
+        remember_session(current)
+    if current is not None:
+        environ["iib.private"] = True
+    return current
+
+
+def remember_session(new: sessions.Session) -> None:
+    """Make a new or rotated session this request's session and send its cookie."""
+    environ = bottle.request.environ
+    environ["iib.session"] = new
+    environ["iib.session_cookie"] = new.token
+    environ["iib.private"] = True
+
+
+def current_user() -> dict | None:
+    """The signed-in user's row, or None."""
+    environ = bottle.request.environ
+    if "iib.user" not in environ:
+        found = session()
+        environ["iib.user"] = db.user_get(conn(), found.user_id) if found and found.user_id else None
+    return environ["iib.user"]
+
+
+def csrf_token() -> str:
+    """The CSRF token to put in a form (starts a session if the visitor has none)."""
+    return session(create=True).csrf_token
+
+
+def render(template: str, **context) -> str:
+    """Render a template in this request's language with the values every page needs."""
+    language = lang()
+    path = bottle.request.fullpath
+    base = {
+        "lang": language,
+        "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
+        "current_path": path if not bottle.request.query_string else f"{path}?{bottle.request.query_string}",
+        "user": current_user() if bottle.request.get_cookie(sessions.cookie_name(app().settings)) else None,
+        "csrf_token": csrf_token,
+        "settings": app().settings,
+    }
+    base.update(context)
+    return app().templates.get_template(template).render(base)
+
+
+def wants_json() -> bool:
+    """True when the client asked for JSON (an API call) rather than a page."""
+    accept = bottle.request.headers.get("Accept", "")
+    return bottle.request.path.startswith("/api/") or (
+        "application/json" in accept and "text/html" not in accept)
+
+
+def json_error(status: int, code: str, message: str) -> bottle.HTTPResponse:
+    """A JSON error response in the shape {"error": {"code", "message"}}."""
+    return bottle.HTTPResponse(status=status, body=bottle.json_dumps({"error": {"code": code, "message": message}}),
+                               headers={"Content-Type": "application/json"})
+
+
+# --- the plugin every route runs through ---------------------------------------------------------
+
+class RequestGuard:
+    """Refuse cross-site and token-less state changes, and turn a database outage into a 503."""
+
+    name = "request_guard"
+    api = 2
+
+    def apply(self, callback, route):
+        """Wrap a route callback; routes with `csrf_exempt=True` (signed webhooks) skip the token check."""
+        exempt = bool(route.config.get("csrf_exempt", False))
+
+        def guarded(*args, **kwargs):
+            request = bottle.request
+            try:
+                if request.method in security.UNSAFE_METHODS and not exempt:
+                    if security.cross_site_request(request.headers.get("Sec-Fetch-Site")):
+                        raise bottle.HTTPError(403, "cross-site request refused")
+                    submitted = request.headers.get("X-CSRF-Token") or request.forms.get("csrf_token")
+                    if not sessions.csrf_ok(session(), submitted):
+                        raise bottle.HTTPError(403, "missing or wrong CSRF token")
+                return callback(*args, **kwargs)
+            except db.DatabaseUnavailable as exc:
+                log.error("database unavailable: %s", exc)
+                raise bottle.HTTPError(503, "database unavailable") from None
+
+        return guarded
+
+
+def error_page(error: bottle.HTTPError) -> str:
+    """Render an error as a page or as JSON, in the visitor's language, without internal details."""
+    status = error.status_code
+    environ = bottle.request.environ
+    connection = environ.get("iib.db")
+    if connection is not None:
+        connection.rollback()
+    if status >= 500 and status != 503:
+        log.error("%s %s failed: %r\n%s", bottle.request.method, bottle.request.path,
+                  error.exception, error.traceback or "")
+    title, text = ERROR_TEXTS.get(status, ERROR_TEXTS[500 if status >= 500 else 400])
+    try:
+        if wants_json():
+            bottle.response.content_type = "application/json"
+            code = {403: "forbidden", 404: "not_found", 503: "unavailable"}.get(status, f"http_{status}")
+            return bottle.json_dumps({"error": {"code": code, "message": gettext(text)}})
+        if status >= 500:
+            # Do not reach for the session: the database may be what just failed.
+            environ["iib.session"] = environ.get("iib.session")
+            environ.setdefault("iib.user", None)
+        return render("errors/error.html", status=status, title=title, text=text)
+    except Exception:  # the last resort must not fail: plain text, still no details
+        log.exception("the error page itself failed")
+        bottle.response.content_type = "text/plain; charset=utf-8"
+        return f"{status} {title}"

@@ -1,0 +1,190 @@
+"""Shared fixtures: fresh databases on SQLite and MariaDB, the app, an in-process client, a live server, Chromium.
+
+MariaDB and Chromium are required in CI (CI=true): there a missing one fails the run. On a
+laptop without them, the tests that need them skip and say why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pymysql
+import pytest
+from werkzeug.test import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from app import create_app  # noqa: E402
+from services import db  # noqa: E402
+
+REQUIRED = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/")
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def unavailable(reason: str):
+    """Fail in CI, skip elsewhere, with the reason."""
+    if REQUIRED:
+        pytest.fail(f"{reason} (required in CI)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _admin_connect():
+    parts = urlsplit(MARIADB_URL)
+    return pymysql.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+                           user=parts.username or "root", password=parts.password or "",
+                           autocommit=True, connect_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server():
+    """A reachable MariaDB server (its admin URL), or a skip/fail with the reason."""
+    try:
+        conn = _admin_connect()
+    except pymysql.err.MySQLError as exc:
+        unavailable(f"MariaDB is not reachable at {MARIADB_URL}: {exc.args[-1]}")
+    conn.close()
+    return MARIADB_URL
+
+
+@pytest.fixture
+def mariadb_url(mariadb_server):
+    """The URL of a new, empty, uniquely named MariaDB database, dropped after the test."""
+    name = f"iib_test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    conn = _admin_connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        yield mariadb_server.rstrip("/") + "/" + name
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    """The URL of a new SQLite database file."""
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
+def db_url(request):
+    """An empty database on each engine in turn: every test that touches SQL runs on both."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def database(db_url):
+    """A Database with the schema created."""
+    found = db.Database(db_url)
+    db.initdb(found)
+    return found
+
+
+@pytest.fixture
+def conn(database):
+    """A connection to the test database, closed afterwards."""
+    connection = database.connect()
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def make_app(db_url, tmp_path):
+    """Build apps in test mode on the test database; keyword arguments are setting overrides."""
+
+    def factory(**overrides):
+        settings = {"APP_MODE": "test", "DATABASE_URL": db_url, "VAR_DIR": str(tmp_path / "var")}
+        settings.update(overrides)
+        return create_app(settings)
+
+    return factory
+
+
+@pytest.fixture
+def app(make_app, database):
+    """A test-mode app on a database with the schema."""
+    return make_app()
+
+
+class BufferedClient(Client):
+    """werkzeug's test client reading every response whole, so nothing is left open."""
+
+    def open(self, *args, **kwargs):
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
+@pytest.fixture
+def client(app):
+    """An in-process HTTP client for the app."""
+    return BufferedClient(app)
+
+
+@pytest.fixture
+def live_server(make_app, database):
+    """The app under waitress on a free loopback port; yields (base_url, app) and stops afterwards."""
+    import waitress.server
+
+    holder = {}
+    server = waitress.server.create_server(lambda environ, start: holder["app"](environ, start),
+                                           host="127.0.0.1", port=0, threads=4)
+    base_url = f"http://127.0.0.1:{server.effective_port}"
+    holder["app"] = make_app(PUBLIC_BASE_URL=base_url)
+    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield base_url, holder["app"]
+    finally:
+        stop_server(server, thread)
+
+
+def stop_server(server, thread):
+    """Stop a waitress server from another thread: close every channel inside its own loop, then join."""
+
+    def close_all():
+        for channel in list(server._map.values()):
+            channel.close()
+
+    server.trigger.pull_trigger(close_all)
+    thread.join(timeout=10)
+    server.task_dispatcher.shutdown()
+    assert not thread.is_alive(), "the live server did not stop"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (no browser download), shared by the session."""
+    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
+        unavailable(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install -r requirements-dev.txt)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context and page; console errors and CSP violations are collected in page.problems."""
+    context = browser.new_context(locale="es-ES")
+    new_page = context.new_page()
+    new_page.problems = []
+    new_page.on("console", lambda msg: msg.type == "error" and new_page.problems.append(msg.text))
+    new_page.on("pageerror", lambda exc: new_page.problems.append(str(exc)))
+    yield new_page
+    context.close()

@@ -1,0 +1,109 @@
+"""The app factory, the WSGI entry point for Passenger, the demo command and the CLI."""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from app import create_app
+from tests.conftest import ROOT, BufferedClient
+
+
+def run(args, env=None, timeout=60, cwd=None):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "PUBLIC_BASE_URL", "DATABASE_URL")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_two_calls_give_two_independent_apps(db_url, database, tmp_path):
+    first = create_app({"APP_MODE": "test", "DATABASE_URL": db_url, "PLAN_CREDITS": "10"})
+    second = create_app({"APP_MODE": "test", "DATABASE_URL": db_url, "PLAN_CREDITS": "20"})
+    assert first is not second
+    assert first.settings.plan_credits == 10 and second.settings.plan_credits == 20
+    assert first.settings.secret_key != second.settings.secret_key
+
+    @first.get("/_only-first")
+    def only_first():
+        return "first"
+
+    assert BufferedClient(first).get("/_only-first").text == "first"
+    assert BufferedClient(second).get("/_only-first").status_code == 404
+
+
+def test_importing_the_app_module_builds_nothing():
+    result = run(["-c", "import app, bottle; print(len(bottle.default_app().routes))"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+
+
+def test_passenger_entry_point_serves_with_production_settings(tmp_path):
+    env = {"SECRET_KEY": "p" * 48, "PUBLIC_BASE_URL": "https://images.example.com",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.db'}", "APP_MODE": "production"}
+    code = ("import passenger_wsgi as p; from werkzeug.test import Client; "
+            "r = Client(p.application).get('/', buffered=True); "
+            "print(r.status_code, r.headers.get('Strict-Transport-Security'), p.application.settings.serve_static)")
+    result = run(["-c", code], env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["200", "max-age=31536000", "False"]
+
+
+def test_passenger_entry_point_refuses_to_start_without_secrets():
+    result = run(["-c", "import passenger_wsgi"], env={"APP_MODE": "production"})
+    assert result.returncode != 0
+    assert "SECRET_KEY is missing" in result.stderr and "PUBLIC_BASE_URL is missing" in result.stderr
+
+
+def test_initdb_command_creates_then_finds_nothing_to_do(db_url):
+    env = {"APP_MODE": "test", "DATABASE_URL": db_url}
+    first = run(["cli.py", "initdb"], env=env)
+    assert first.returncode == 0, first.stderr
+    assert "created schema version 1" in first.stdout
+    second = run(["cli.py", "initdb"], env=env)
+    assert second.returncode == 0 and "already at schema version 1" in second.stdout
+    cleanup = run(["cli.py", "cleanup"], env=env)
+    assert cleanup.returncode == 0 and cleanup.stdout.startswith("cleanup: 0 expired sessions removed")
+
+
+def test_cli_reports_bad_settings_and_a_dead_database_in_one_line(tmp_path):
+    bad = run(["cli.py", "initdb"], env={"APP_MODE": "production"})
+    assert bad.returncode == 2 and "SECRET_KEY is missing" in bad.stderr and "Traceback" not in bad.stderr
+    dead = run(["cli.py", "initdb"], env={"APP_MODE": "test", "DATABASE_URL": "mysql://u:hidden-pw@127.0.0.1:9/x"})
+    assert dead.returncode == 3 and "unavailable" in dead.stderr
+    assert "hidden-pw" not in dead.stderr and "Traceback" not in dead.stderr
+
+
+def test_demo_command_serves_the_landing_page_in_both_languages(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "PUBLIC_BASE_URL", "DATABASE_URL")}
+    env.update({"VAR_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen([sys.executable, "app.py", "--demo", "--port", "0"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert "running at http://127.0.0.1:" in line, line + process.stderr.read() if process.poll() else line
+        base = line.split("running at ")[1].split()[0].rstrip("/")
+        pages = {}
+        for lang in ("es", "en"):
+            request = urllib.request.Request(base + "/", headers={"Accept-Language": lang})
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with urllib.request.urlopen(request, timeout=5) as response:
+                        pages[lang] = (response.status, response.read().decode("utf-8"))
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        assert pages["es"][0] == pages["en"][0] == 200
+        assert '<html lang="es">' in pages["es"][1] and '<html lang="en">' in pages["en"][1]
+        assert Path(tmp_path / "var" / "demo.db").exists()
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
