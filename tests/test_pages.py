@@ -1,0 +1,83 @@
+"""Public pages in Spanish and English: the landing page, terms, privacy, and the language switch."""
+
+import pytest
+
+
+@pytest.mark.parametrize("path", ["/", "/terms", "/privacy"])
+def test_pages_answer_in_both_languages(client, path):
+    spanish = client.get(path)
+    english = client.get(path, headers={"Accept-Language": "en"})
+    assert spanish.status_code == english.status_code == 200
+    assert '<html lang="es">' in spanish.text
+    assert '<html lang="en">' in english.text
+    assert spanish.text != english.text
+    assert english.headers["Vary"] == "Accept-Language, Cookie"
+
+
+def test_spanish_is_the_fallback(client):
+    for header in (None, "fr-FR,fr;q=0.9", "de", ""):
+        headers = {"Accept-Language": header} if header is not None else {}
+        assert '<html lang="es">' in client.get("/", headers=headers).text, header
+
+
+def test_accept_language_is_read_with_its_weights(client):
+    assert '<html lang="en">' in client.get("/", headers={"Accept-Language": "fr;q=0.9, en-GB;q=0.8, es;q=0.5"}).text
+    assert '<html lang="es">' in client.get("/", headers={"Accept-Language": "en;q=0.2, es-MX"}).text
+    assert '<html lang="es">' in client.get("/", headers={"Accept-Language": "en;q=0, es;q=0.1"}).text
+
+
+def test_the_switch_remembers_the_choice_over_the_browser_preference(client):
+    response = client.get("/lang/en?next=/privacy", headers={"Accept-Language": "es"})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "http://127.0.0.1:8000/privacy"
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("lang=en;") and "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
+    assert '<html lang="en">' in client.get("/", headers={"Accept-Language": "es"}).text
+    client.get("/lang/es?next=/")
+    assert '<html lang="es">' in client.get("/", headers={"Accept-Language": "en"}).text
+
+
+def test_the_switch_refuses_off_site_destinations_and_unknown_languages(client):
+    response = client.get("/lang/en?next=https://evil.example.com/")
+    assert response.headers["Location"] == "http://127.0.0.1:8000/"
+    assert client.get("/lang/en?next=//evil.example.com").headers["Location"] == "http://127.0.0.1:8000/"
+    assert client.get("/lang/fr").status_code == 404
+
+
+def test_redirects_are_built_from_the_public_base_url_not_the_host_header(make_app, database):
+    from tests.conftest import BufferedClient
+
+    client = BufferedClient(make_app(PUBLIC_BASE_URL="https://images.example.com"))
+    response = client.get("/lang/en?next=/terms", headers={"Host": "attacker.example.net"})
+    assert response.headers["Location"] == "https://images.example.com/terms"
+
+
+def test_the_page_links_to_the_other_language_and_keeps_the_place(client):
+    text = client.get("/privacy").text
+    assert 'href="/lang/en?next=/privacy"' in text
+
+
+def test_landing_page_explains_the_service_and_the_plan(client, app):
+    english = client.get("/", headers={"Accept-Language": "en"}).text
+    spanish = client.get("/").text
+    for text in (english, spanish):
+        assert "USD" in text and str(app.settings.plan_price_usd) in text
+        assert str(app.settings.plan_credits) in text
+        assert str(app.settings.plan_max_prompts) in text
+        assert "ZIP" in text
+        assert 'id="how"' in text and 'id="plan"' in text
+    assert "prompt" in english.lower()
+
+
+def test_privacy_page_says_what_is_stored_where(client, app):
+    english = client.get("/privacy", headers={"Accept-Language": "en"}).text
+    for fact in ("IndexedDB", "OpenAI", "Stripe", "Google", "Microsoft", str(app.settings.image_retention_days)):
+        assert fact in english, fact
+    spanish = client.get("/privacy").text
+    for fact in ("IndexedDB", "OpenAI", "Stripe", "Google", "Microsoft"):
+        assert fact in spanish, fact
+
+
+def test_terms_page_names_the_plan(client, app):
+    english = client.get("/terms", headers={"Accept-Language": "en"}).text
+    assert "Stripe" in english and str(app.settings.plan_credits) in english
