@@ -34,7 +34,6 @@ def register(app: web.App) -> None:
         # browser; it changes nothing on the server, so it needs no CSRF token (and no session).
         if code not in LANGUAGES:
             raise bottle.HTTPError(404)
-        settings = app.settings
         bottle.response.set_cookie(web.LANG_COOKIE, code, path="/", max_age=web.LANG_COOKIE_SECONDS,
-                                   httponly=True, samesite="Lax", secure=settings.is_https)
-        bottle.redirect(settings.url(safe_next(bottle.request.query.get("next"))), 303)
+                                   httponly=True, samesite="Lax", secure=app.settings.is_https)
+        web.redirect(safe_next(bottle.request.query.get("next")))

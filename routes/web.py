@@ -75,11 +75,10 @@ class App(bottle.Bottle):
 
         def finish(status, headers, exc_info=None):
             private = bool(environ.get("iib.private"))
+            if private:  # a visitor with a session: nothing may be cached, whatever the route said
+                headers = [h for h in headers if h[0].lower() not in ("cache-control", "expires")]
             names = {name.lower() for name, _ in headers}
             extra = [h for h in security.security_headers(self.settings, private) if h[0].lower() not in names]
-            if private:
-                extra = [h for h in extra if h[0] != "Cache-Control"] + [("Cache-Control", "no-store")]
-                headers = [h for h in headers if h[0].lower() not in ("cache-control", "expires")]
             content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
             if content_type.startswith("text/html") and "vary" not in names:
                 extra.append(("Vary", "Accept-Language, Cookie"))  # the language follows both
@@ -217,6 +216,11 @@ def render(template: str, **context) -> str:
     }
     base.update(context)
     return app().templates.get_template(template).render(base)
+
+
+def redirect(path: str, code: int = 303) -> None:
+    """Redirect to a site path, as an absolute URL built from PUBLIC_BASE_URL (never from the Host header)."""
+    bottle.redirect(app().settings.url(path), code)
 
 
 def wants_json() -> bool:

@@ -105,8 +105,8 @@ def _check_base_url(value: str, mode: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"PUBLIC_BASE_URL must be an absolute http(s) URL such as https://example.com (got {value!r})"
-    if parts.query or parts.fragment:
-        return "PUBLIC_BASE_URL must not carry a query or a fragment"
+    if parts.query or parts.fragment or parts.path not in ("", "/"):
+        return "PUBLIC_BASE_URL must be the site's root, without a path, query or fragment"
     if mode == "production" and parts.scheme != "https":
         return "PUBLIC_BASE_URL must use https in production (sessions and payments need it)"
     return None

@@ -67,6 +67,14 @@ def test_env_file_then_environment_then_overrides(tmp_path):
     assert settings.default_language == "es"
 
 
+def test_base_url_must_be_a_site_root(tmp_path):
+    for bad in ("https://example.com/shop", "https://example.com/?x=1", "example.com", "https://"):
+        with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
+            load({**GOOD, "PUBLIC_BASE_URL": bad}, tmp_path=tmp_path)
+    assert load({**GOOD, "PUBLIC_BASE_URL": "https://example.com/"}, tmp_path=tmp_path).public_base_url \
+        == "https://example.com"
+
+
 def test_unknown_override_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting NOPE"):
         load(GOOD, {"NOPE": 1}, tmp_path=tmp_path)
