@@ -45,6 +45,7 @@ class Settings:
     plan_credits: int
     plan_max_prompts: int
     log_level: str
+    contact_email: str
 
     @property
     def is_https(self) -> bool:
@@ -72,6 +73,7 @@ _SPEC: dict[str, tuple[object, str, bool]] = {
     "PLAN_CREDITS": ("300", "positive_int", False),
     "PLAN_MAX_PROMPTS": ("200", "positive_int", False),
     "LOG_LEVEL": ("INFO", "log_level", False),
+    "CONTACT_EMAIL": ("", "email", False),
 }
 
 SETTING_NAMES = tuple(_SPEC)
@@ -200,6 +202,7 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
         plan_credits=int(values["PLAN_CREDITS"]),
         plan_max_prompts=int(values["PLAN_MAX_PROMPTS"]),
         log_level=values["LOG_LEVEL"].upper(),
+        contact_email=values["CONTACT_EMAIL"],
     )
 
 
@@ -221,6 +224,10 @@ def _validate(name: str, raw: str, kind: str, mode: str) -> str | None:
     elif kind == "positive_int":
         if not raw.isdigit() or int(raw) <= 0:
             return f"{name} must be a whole number above zero (got {raw!r})"
+    elif kind == "email":
+        local, _, domain = raw.partition("@")
+        if not local or "." not in domain or any(ch in raw for ch in " <>\"'"):
+            return f"{name} must be an email address such as help@example.com (got {raw!r})"
     elif kind == "log_level":
         if raw.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             return f"{name} must be DEBUG, INFO, WARNING or ERROR (got {raw!r})"

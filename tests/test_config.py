@@ -75,6 +75,12 @@ def test_base_url_must_be_a_site_root(tmp_path):
         == "https://example.com"
 
 
+def test_contact_email_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match="CONTACT_EMAIL"):
+        load({**GOOD, "CONTACT_EMAIL": "not an address"}, tmp_path=tmp_path)
+    assert load({**GOOD, "CONTACT_EMAIL": "help@example.com"}, tmp_path=tmp_path).contact_email == "help@example.com"
+
+
 def test_unknown_override_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting NOPE"):
         load(GOOD, {"NOPE": 1}, tmp_path=tmp_path)

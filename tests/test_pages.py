@@ -81,3 +81,13 @@ def test_privacy_page_says_what_is_stored_where(client, app):
 def test_terms_page_names_the_plan(client, app):
     english = client.get("/terms", headers={"Accept-Language": "en"}).text
     assert "Stripe" in english and str(app.settings.plan_credits) in english
+
+
+def test_legal_pages_show_the_contact_address_when_set(make_app, database):
+    from tests.conftest import BufferedClient
+
+    client = BufferedClient(make_app(CONTACT_EMAIL="help@images.example.com"))
+    for path in ("/terms", "/privacy"):
+        for lang in ("es", "en"):
+            text = client.get(path, headers={"Accept-Language": lang}).text
+            assert 'href="mailto:help@images.example.com"' in text, (path, lang)
