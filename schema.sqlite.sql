@@ -1,5 +1,5 @@
 -- images-in-bulk: the SQLite twin of schema.sql (the embedded default and the local demo).
--- schema-version: 1
+-- schema-version: 2
 --
 -- Keep it in step with schema.sql: same tables, columns, nullability and unique keys
 -- (tests/test_schema.py compares them). Times are Unix seconds.
@@ -42,3 +42,26 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS ix_sessions_user ON sessions (user_id);
 CREATE INDEX IF NOT EXISTS ix_sessions_expires ON sessions (expires_at);
+
+-- Sign-in flows: state, nonce and PKCE verifier, bound to the pre-login session, 10 minutes.
+CREATE TABLE IF NOT EXISTS auth_flows (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+  provider TEXT NOT NULL,
+  state TEXT NOT NULL,
+  nonce TEXT NOT NULL,
+  code_verifier TEXT NOT NULL,
+  next_path TEXT NOT NULL DEFAULT '/account',
+  link_user_id INTEGER NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_auth_flows_session ON auth_flows (session_id);
+CREATE INDEX IF NOT EXISTS ix_auth_flows_expires ON auth_flows (expires_at);
+
+CREATE TABLE IF NOT EXISTS rate_limits (
+  bucket TEXT NOT NULL,
+  window_start INTEGER NOT NULL,
+  hits INTEGER NOT NULL,
+  PRIMARY KEY (bucket, window_start)
+);

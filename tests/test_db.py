@@ -2,6 +2,7 @@
 
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -35,51 +36,97 @@ def test_transaction_commits_on_success_and_rolls_back_on_error(conn, database):
     assert names == ["kept"]
 
 
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+
 def test_initdb_is_idempotent_and_keeps_data(database):
+    latest = db.schema_file_version(database.engine)
     conn = database.connect()
     try:
         user_id = db.user_insert(conn, "survivor", "s@example.com", 5)
     finally:
         conn.close()
-    assert db.initdb(database) == (1, 1)
-    assert db.initdb(database) == (1, 1)
+    assert db.initdb(database) == (latest, latest)
+    assert db.initdb(database) == (latest, latest)
     conn = database.connect()
     try:
         assert db.user_get(conn, user_id)["display_name"] == "survivor"
         assert conn.scalar("SELECT COUNT(*) AS n FROM schema_migrations") == 1
-        assert db.schema_version(conn) == 1
+        assert db.schema_version(conn) == latest
     finally:
         conn.close()
 
 
 def test_initdb_on_an_empty_database_reports_creation(db_url):
     database = db.Database(db_url)
-    assert db.initdb(database) == (None, 1)
+    assert db.initdb(database) == (None, db.schema_file_version(database.engine))
 
 
-def test_a_numbered_migration_upgrades_an_older_database_without_losing_data(database, tmp_path):
+def _describe(database):
+    conn = database.connect()
+    try:
+        return db.describe_schema(conn)
+    finally:
+        conn.close()
+
+
+def test_a_version_1_database_upgrades_to_the_current_schema_without_losing_data(db_url, tmp_path):
+    database = db.Database(db_url)
+    v1_file = SCHEMAS / "v1" / db.SCHEMA_FILES[database.engine].name
+    assert db.initdb(database, migrations_dir=tmp_path / "none", schema_file=v1_file) == (None, 1)
+    conn = database.connect()
+    try:
+        user_id = db.user_insert(conn, "from version 1", "v1@example.com", 11)
+        conn.execute("INSERT INTO sessions (id, user_id, csrf_token, data, created_at, last_seen_at, expires_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)", ("a" * 64, user_id, "t", "{}", 1, 1, 99))
+    finally:
+        conn.close()
+
+    latest = db.schema_file_version(database.engine)
+    assert db.initdb(database) == (1, latest)
+    conn = database.connect()
+    try:
+        assert db.user_get(conn, user_id)["email"] == "v1@example.com"
+        assert db.session_get(conn, "a" * 64)["user_id"] == user_id
+        assert [r["version"] for r in conn.all("SELECT version FROM schema_migrations ORDER BY version")] \
+            == list(range(1, latest + 1))
+    finally:
+        conn.close()
+    # The upgraded database equals one built from the current schema file (the engines' twins are
+    # equal too, see test_schema.py, so a fresh SQLite database is the yardstick for both).
+    fresh = db.Database(f"sqlite:///{tmp_path / 'fresh.db'}")
+    db.initdb(fresh)
+    assert _describe(database) == _describe(fresh)
+
+
+def test_a_further_migration_applies_on_top_and_only_once(database, tmp_path):
     engine = database.engine
+    latest = db.schema_file_version(engine)
     conn = database.connect()
     try:
         user_id = db.user_insert(conn, "before the upgrade", "", 7)
     finally:
         conn.close()
-    # Version 2 of the schema, as a future change would bring it: the schema file and one migration.
-    schema_v2 = tmp_path / "schema_v2.sql"
-    schema_v2.write_text(db.SCHEMA_FILES[engine].read_text(encoding="utf-8")
-                         .replace("-- schema-version: 1", "-- schema-version: 2"), encoding="utf-8")
-    (tmp_path / "migrations" / engine).mkdir(parents=True)
+    # The next version, as a future change would bring it: the schema file and one more migration.
+    folder = tmp_path / "migrations" / engine
+    folder.mkdir(parents=True)
+    for _number, path in db.list_migrations(engine):
+        shutil.copy(path, folder / path.name)
+    next_schema = tmp_path / "schema_next.sql"
+    next_schema.write_text(db.SCHEMA_FILES[engine].read_text(encoding="utf-8")
+                           .replace(f"-- schema-version: {latest}", f"-- schema-version: {latest + 1}"),
+                           encoding="utf-8")
     column = "VARCHAR(8) NOT NULL DEFAULT 'es'" if engine == "mysql" else "TEXT NOT NULL DEFAULT 'es'"
-    (tmp_path / "migrations" / engine / "0002_user_locale.sql").write_text(
+    (folder / f"{latest + 1:04d}_user_locale.sql").write_text(
         f"-- users choose a language\nALTER TABLE users ADD COLUMN locale {column};\n", encoding="utf-8")
 
-    assert db.initdb(database, migrations_dir=tmp_path / "migrations", schema_file=schema_v2) == (1, 2)
-    assert db.initdb(database, migrations_dir=tmp_path / "migrations", schema_file=schema_v2) == (2, 2)
+    options = {"migrations_dir": tmp_path / "migrations", "schema_file": next_schema}
+    assert db.initdb(database, **options) == (latest, latest + 1)
+    assert db.initdb(database, **options) == (latest + 1, latest + 1)
     conn = database.connect()
     try:
         row = conn.one("SELECT display_name, locale FROM users WHERE id = ?", (user_id,))
         assert row == {"display_name": "before the upgrade", "locale": "es"}
-        assert [r["version"] for r in conn.all("SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
     finally:
         conn.close()
 
@@ -88,8 +135,8 @@ def test_schema_file_and_migrations_must_agree(db_url, tmp_path):
     database = db.Database(db_url)
     (tmp_path / "migrations" / database.engine).mkdir(parents=True)
     shutil.copy(db.SCHEMA_FILES[database.engine], tmp_path / "schema.sql")
-    (tmp_path / "migrations" / database.engine / "0003_later.sql").write_text("SELECT 1;", encoding="utf-8")
-    with pytest.raises(db.SchemaError, match="declares version 1 but the last"):
+    (tmp_path / "migrations" / database.engine / "0009_later.sql").write_text("SELECT 1;", encoding="utf-8")
+    with pytest.raises(db.SchemaError, match="but the last"):
         db.initdb(database, migrations_dir=tmp_path / "migrations", schema_file=tmp_path / "schema.sql")
 
 
@@ -97,7 +144,7 @@ def test_shipped_schema_versions_match_the_shipped_migrations():
     for engine in ("sqlite", "mysql"):
         migrations = db.list_migrations(engine)
         assert db.schema_file_version(engine) == (migrations[-1][0] if migrations else 1)
-    assert [n for n, _ in db.list_migrations("sqlite")] == [n for n, _ in db.list_migrations("mysql")]
+    assert [p.name for _, p in db.list_migrations("sqlite")] == [p.name for _, p in db.list_migrations("mysql")]
 
 
 def test_split_statements_drops_comments_and_blank_parts():
