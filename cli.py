@@ -11,7 +11,7 @@ APP_ROOT = Path(__file__).resolve().parent
 if str(APP_ROOT) not in sys.path:  # cron starts us from the home folder
     sys.path.insert(0, str(APP_ROOT))
 
-from services import db, sessions  # noqa: E402
+from services import auth, db, sessions  # noqa: E402
 from services.config import ConfigError, load_settings  # noqa: E402
 
 
@@ -29,14 +29,16 @@ def cmd_initdb(settings) -> int:
 
 
 def cmd_cleanup(settings) -> int:
-    """Delete what has expired (sessions for now); prints a one-line summary."""
+    """Delete what has expired (sessions, sign-in flows, throttling counters); prints a one-line summary."""
     database = db.Database(settings.database_url)
     conn = database.connect()
+    now = int(time.time())
     try:
-        removed = sessions.purge_expired(conn, settings, int(time.time()))
+        removed = sessions.purge_expired(conn, settings, now)
+        flows = auth.purge(conn, now)
     finally:
         conn.close()
-    print(f"cleanup: {removed} expired sessions removed")
+    print(f"cleanup: {removed} expired sessions and {flows} expired sign-in flows removed")
     return 0
 
 

@@ -27,6 +27,26 @@ class ConfigError(Exception):
         super().__init__(f"images-in-bulk cannot start; fix these settings:\n{lines}")
 
 
+MICROSOFT_CONSUMERS_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
+MICROSOFT_TENANTS = ("consumers", "common")
+
+
+@dataclasses.dataclass(frozen=True)
+class Provider:
+    """A sign-in provider: our client at it and its endpoints."""
+
+    name: str
+    label: str
+    client_id: str
+    client_secret: str = dataclasses.field(repr=False)
+    # Accepted `iss` values, compared exactly; "{tenantid}" stands for the ID token's `tid`.
+    issuers: tuple[str, ...]
+    authorize_url: str
+    token_url: str
+    userinfo_url: str
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """The validated settings the app runs with."""
@@ -46,6 +66,8 @@ class Settings:
     plan_max_prompts: int
     log_level: str
     contact_email: str
+    providers: tuple[Provider, ...] = ()
+    auth_starts_per_ip: int = 20
 
     @property
     def is_https(self) -> bool:
@@ -55,6 +77,10 @@ class Settings:
     def url(self, path: str) -> str:
         """Build an absolute URL for a site path from the configured public base URL."""
         return self.public_base_url + "/" + path.lstrip("/")
+
+    def provider(self, name: str) -> Provider | None:
+        """The configured provider with this name, or None."""
+        return next((p for p in self.providers if p.name == name), None)
 
 
 # name -> (default, kind, secret). A default of None means "required in production".
@@ -74,6 +100,20 @@ _SPEC: dict[str, tuple[object, str, bool]] = {
     "PLAN_MAX_PROMPTS": ("200", "positive_int", False),
     "LOG_LEVEL": ("INFO", "log_level", False),
     "CONTACT_EMAIL": ("", "email", False),
+    "GOOGLE_CLIENT_ID": ("", "text", False),
+    "GOOGLE_CLIENT_SECRET": ("", "text", True),
+    "GOOGLE_ISSUER": ("", "url", False),
+    "GOOGLE_AUTHORIZE_URL": ("https://accounts.google.com/o/oauth2/v2/auth", "url", False),
+    "GOOGLE_TOKEN_URL": ("https://oauth2.googleapis.com/token", "url", False),
+    "GOOGLE_USERINFO_URL": ("https://openidconnect.googleapis.com/v1/userinfo", "url", False),
+    "MICROSOFT_CLIENT_ID": ("", "text", False),
+    "MICROSOFT_CLIENT_SECRET": ("", "text", True),
+    "MICROSOFT_TENANT": ("consumers", "tenant", False),
+    "MICROSOFT_ISSUER": ("", "url", False),
+    "MICROSOFT_AUTHORIZE_URL": ("", "url", False),
+    "MICROSOFT_TOKEN_URL": ("", "url", False),
+    "MICROSOFT_USERINFO_URL": ("https://graph.microsoft.com/oidc/userinfo", "url", False),
+    "AUTH_STARTS_PER_IP": ("20", "positive_int", False),
 }
 
 SETTING_NAMES = tuple(_SPEC)
@@ -170,6 +210,7 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
         if problem:
             problems.append(problem)
 
+    providers = _providers(values, mode, problems)
     if problems:
         raise ConfigError(problems)
 
@@ -203,7 +244,40 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
         plan_max_prompts=int(values["PLAN_MAX_PROMPTS"]),
         log_level=values["LOG_LEVEL"].upper(),
         contact_email=values["CONTACT_EMAIL"],
+        providers=providers,
+        auth_starts_per_ip=int(values["AUTH_STARTS_PER_IP"]),
     )
+
+
+def _providers(values: dict, mode: str, problems: list[str]) -> tuple[Provider, ...]:
+    """The sign-in providers that have a client id and secret; problems for half-configured ones."""
+    found = []
+    tenant = (values["MICROSOFT_TENANT"] or "consumers").lower()
+    ms_base = f"https://login.microsoftonline.com/{tenant}/oauth2/v2.0"
+    ms_tenant_id = MICROSOFT_CONSUMERS_TENANT_ID if tenant == "consumers" else "{tenantid}"
+    defaults = {
+        "google": ("Google", ("https://accounts.google.com", "accounts.google.com")),
+        "microsoft": ("Microsoft", (f"https://login.microsoftonline.com/{ms_tenant_id}/v2.0",)),
+    }
+    for name, (label, issuers) in defaults.items():
+        prefix = name.upper()
+        client_id, secret = values[f"{prefix}_CLIENT_ID"], values[f"{prefix}_CLIENT_SECRET"]
+        if bool(client_id) != bool(secret):
+            missing = f"{prefix}_CLIENT_SECRET" if client_id else f"{prefix}_CLIENT_ID"
+            problems.append(f"{missing} is missing: {label} sign-in needs both the client id and the secret")
+            continue
+        if not client_id:
+            continue
+        found.append(Provider(
+            name=name, label=label, client_id=client_id, client_secret=secret,
+            issuers=(values[f"{prefix}_ISSUER"],) if values[f"{prefix}_ISSUER"] else issuers,
+            authorize_url=values[f"{prefix}_AUTHORIZE_URL"] or f"{ms_base}/authorize",
+            token_url=values[f"{prefix}_TOKEN_URL"] or f"{ms_base}/token",
+            userinfo_url=values[f"{prefix}_USERINFO_URL"]))
+    if mode == "production" and not found and not any("CLIENT" in p for p in problems):
+        problems.append("no sign-in provider is configured: set GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET, "
+                        "and/or MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET")
+    return tuple(found)
 
 
 def _validate(name: str, raw: str, kind: str, mode: str) -> str | None:
@@ -228,6 +302,15 @@ def _validate(name: str, raw: str, kind: str, mode: str) -> str | None:
         local, _, domain = raw.partition("@")
         if not local or "." not in domain or any(ch in raw for ch in " <>\"'"):
             return f"{name} must be an email address such as help@example.com (got {raw!r})"
+    elif kind == "url":
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return f"{name} must be an absolute URL (got {raw!r})"
+        if mode == "production" and parts.scheme != "https":
+            return f"{name} must use https in production"
+    elif kind == "tenant":
+        if raw.lower() not in MICROSOFT_TENANTS:
+            return f"{name} must be one of {', '.join(MICROSOFT_TENANTS)} (got {raw!r})"
     elif kind == "log_level":
         if raw.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             return f"{name} must be DEBUG, INFO, WARNING or ERROR (got {raw!r})"

@@ -394,3 +394,91 @@ def session_delete_expired(conn: Connection, now: int, idle_seconds: int) -> int
     """Delete sessions past their absolute or idle expiry; return how many."""
     return conn.execute("DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at <= ?",
                         (now, now - idle_seconds))
+
+
+def user_update_profile(conn: Connection, user_id: int, display_name: str, email: str, now: int) -> None:
+    """Refresh a user's name and email (kept for display and receipts) and the sign-in time."""
+    conn.execute("UPDATE users SET display_name = ?, email = ?, last_login_at = ? WHERE id = ?",
+                 (display_name, email, now, user_id))
+
+
+# --- identities ------------------------------------------------------------------------------
+
+def identity_find(conn: Connection, provider: str, issuer: str, subject: str) -> dict | None:
+    """The identity for (provider, issuer, subject), or None."""
+    return conn.one("SELECT id, user_id, provider, issuer, subject, email, display_name FROM identities "
+                    "WHERE provider = ? AND issuer = ? AND subject = ?", (provider, issuer, subject))
+
+
+def identity_insert(conn: Connection, user_id: int, provider: str, issuer: str, subject: str, email: str,
+                    display_name: str, now: int) -> int:
+    """Attach an identity to a user; return its id."""
+    return conn.insert(
+        "INSERT INTO identities (user_id, provider, issuer, subject, email, display_name, created_at, last_login_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (user_id, provider, issuer, subject, email, display_name, now, now))
+
+
+def identity_touch(conn: Connection, identity_id: int, email: str, display_name: str, now: int) -> None:
+    """Refresh an identity's details at sign-in."""
+    conn.execute("UPDATE identities SET email = ?, display_name = ?, last_login_at = ? WHERE id = ?",
+                 (email, display_name, now, identity_id))
+
+
+def identities_of(conn: Connection, user_id: int) -> list[dict]:
+    """A user's identities, oldest first."""
+    return conn.all("SELECT id, provider, issuer, subject, email, display_name, created_at, last_login_at "
+                    "FROM identities WHERE user_id = ? ORDER BY id", (user_id,))
+
+
+# --- sign-in flows ---------------------------------------------------------------------------
+
+def auth_flow_insert(conn: Connection, session_id: str, provider: str, state: str, nonce: str, code_verifier: str,
+                     next_path: str, link_user_id: int | None, now: int, expires_at: int) -> int:
+    """Store a started sign-in flow."""
+    return conn.insert(
+        "INSERT INTO auth_flows (session_id, provider, state, nonce, code_verifier, next_path, link_user_id, "
+        "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (session_id, provider, state, nonce, code_verifier, next_path, link_user_id, now, expires_at))
+
+
+def auth_flows_of_session(conn: Connection, session_id: str, provider: str, now: int) -> list[dict]:
+    """A session's unexpired flows with one provider, newest first."""
+    return conn.all("SELECT id, state, nonce, code_verifier, next_path, link_user_id, created_at, expires_at "
+                    "FROM auth_flows WHERE session_id = ? AND provider = ? AND expires_at > ? ORDER BY id DESC",
+                    (session_id, provider, now))
+
+
+def auth_flow_delete(conn: Connection, flow_id: int) -> int:
+    """Delete one flow; return 1 if this call deleted it (so only one callback can use it)."""
+    return conn.execute("DELETE FROM auth_flows WHERE id = ?", (flow_id,))
+
+
+def auth_flows_trim(conn: Connection, session_id: str, now: int, keep: int) -> None:
+    """Delete a session's expired flows and all but its newest `keep` ones."""
+    conn.execute("DELETE FROM auth_flows WHERE session_id = ? AND expires_at <= ?", (session_id, now))
+    rows = conn.all("SELECT id FROM auth_flows WHERE session_id = ? ORDER BY id DESC", (session_id,))
+    for row in rows[keep:]:
+        conn.execute("DELETE FROM auth_flows WHERE id = ?", (row["id"],))
+
+
+def auth_flows_delete_expired(conn: Connection, now: int) -> int:
+    """Delete every expired flow; return how many."""
+    return conn.execute("DELETE FROM auth_flows WHERE expires_at <= ?", (now,))
+
+
+# --- throttling ------------------------------------------------------------------------------
+
+def rate_limit_hit(conn: Connection, bucket: str, window_start: int) -> int:
+    """Count one hit in a fixed window and return the window's hits so far (atomic on both engines)."""
+    if conn.engine == "mysql":
+        conn.execute("INSERT INTO rate_limits (bucket, window_start, hits) VALUES (?, ?, 1) "
+                     "ON DUPLICATE KEY UPDATE hits = hits + 1", (bucket, window_start))
+    else:
+        conn.execute("INSERT INTO rate_limits (bucket, window_start, hits) VALUES (?, ?, 1) "
+                     "ON CONFLICT (bucket, window_start) DO UPDATE SET hits = hits + 1", (bucket, window_start))
+    return conn.scalar("SELECT hits FROM rate_limits WHERE bucket = ? AND window_start = ?", (bucket, window_start))
+
+
+def rate_limits_delete_before(conn: Connection, window_start: int) -> int:
+    """Delete the counters of windows that started before this time; return how many."""
+    return conn.execute("DELETE FROM rate_limits WHERE window_start < ?", (window_start,))

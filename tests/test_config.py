@@ -4,7 +4,8 @@ import pytest
 
 from services.config import ConfigError, load_settings
 
-GOOD = {"SECRET_KEY": "k" * 40, "PUBLIC_BASE_URL": "https://images.example.com"}
+GOOD = {"SECRET_KEY": "k" * 40, "PUBLIC_BASE_URL": "https://images.example.com",
+        "GOOGLE_CLIENT_ID": "123.apps.googleusercontent.com", "GOOGLE_CLIENT_SECRET": "google-secret-value"}
 
 
 def load(environ=None, overrides=None, env_file=None, tmp_path=None):
@@ -17,12 +18,13 @@ def test_production_without_settings_lists_every_missing_one(tmp_path):
     message = str(caught.value)
     assert "SECRET_KEY is missing" in message
     assert "PUBLIC_BASE_URL is missing" in message
-    assert message.count("\n  - ") == 2
+    assert "no sign-in provider is configured" in message
+    assert message.count("\n  - ") == 3
     assert "Traceback" not in message
 
 
 def test_malformed_values_are_all_reported_together_without_echoing_the_secret(tmp_path):
-    environ = {"SECRET_KEY": "short-secret-value", "PUBLIC_BASE_URL": "http://images.example.com",
+    environ = {**GOOD, "SECRET_KEY": "short-secret-value", "PUBLIC_BASE_URL": "http://images.example.com",
                "DATABASE_URL": "ftp://db.example.com/x", "SESSION_IDLE_SECONDS": "soon",
                "DEFAULT_LANGUAGE": "fr", "SERVE_STATIC": "maybe", "APP_MODE": "production"}
     with pytest.raises(ConfigError) as caught:
@@ -58,13 +60,15 @@ def test_demo_and_test_modes_need_no_secrets(tmp_path):
 def test_env_file_then_environment_then_overrides(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("# private settings\nexport SECRET_KEY='" + "f" * 40 + "'\n"
-                        "PUBLIC_BASE_URL=https://from-file.example.com\nPLAN_CREDITS=10\nDEFAULT_LANGUAGE=en\n",
+                        "PUBLIC_BASE_URL=https://from-file.example.com\nPLAN_CREDITS=10\nDEFAULT_LANGUAGE=en\n"
+                        "GOOGLE_CLIENT_ID=gid\nGOOGLE_CLIENT_SECRET=\"quoted secret\"\n",
                         encoding="utf-8")
     settings = load({"PLAN_CREDITS": "20"}, {"DEFAULT_LANGUAGE": "es"}, env_file=env_file)
     assert settings.secret_key == "f" * 40
     assert settings.public_base_url == "https://from-file.example.com"
     assert settings.plan_credits == 20
     assert settings.default_language == "es"
+    assert settings.provider("google").client_secret == "quoted secret"
 
 
 def test_base_url_must_be_a_site_root(tmp_path):
@@ -96,3 +100,41 @@ def test_mariadb_url_shape_is_checked(tmp_path):
         load({**GOOD, "DATABASE_URL": "mysql://user@host"}, tmp_path=tmp_path)
     settings = load({**GOOD, "DATABASE_URL": "mysql://u:p%40ss@localhost:3306/iib"}, tmp_path=tmp_path)
     assert settings.database_url.startswith("mysql://")
+
+
+def test_providers_default_to_the_real_endpoints(tmp_path):
+    settings = load({**GOOD, "MICROSOFT_CLIENT_ID": "ms-app-id", "MICROSOFT_CLIENT_SECRET": "ms-secret-value"},
+                    tmp_path=tmp_path)
+    google, microsoft = settings.provider("google"), settings.provider("microsoft")
+    assert google.authorize_url == "https://accounts.google.com/o/oauth2/v2/auth"
+    assert google.token_url == "https://oauth2.googleapis.com/token"
+    assert google.issuers == ("https://accounts.google.com", "accounts.google.com")
+    assert google.scopes == ("openid", "email", "profile")
+    assert microsoft.authorize_url == "https://login.microsoftonline.com/consumers/oauth2/v2.0/authorize"
+    assert microsoft.token_url == "https://login.microsoftonline.com/consumers/oauth2/v2.0/token"
+    assert microsoft.issuers == ("https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0",)
+    assert microsoft.userinfo_url == "https://graph.microsoft.com/oidc/userinfo"
+    assert "ms-secret-value" not in repr(microsoft)
+
+
+def test_microsoft_common_tenant_checks_the_issuer_against_the_tokens_tenant(tmp_path):
+    settings = load({**GOOD, "MICROSOFT_CLIENT_ID": "ms", "MICROSOFT_CLIENT_SECRET": "s", "MICROSOFT_TENANT": "common"},
+                    tmp_path=tmp_path)
+    microsoft = settings.provider("microsoft")
+    assert microsoft.authorize_url.startswith("https://login.microsoftonline.com/common/")
+    assert microsoft.issuers == ("https://login.microsoftonline.com/{tenantid}/v2.0",)
+
+
+def test_half_configured_providers_and_http_endpoints_are_refused(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load({**GOOD, "MICROSOFT_CLIENT_ID": "ms-app-id", "GOOGLE_TOKEN_URL": "http://127.0.0.1:9/token",
+              "MICROSOFT_TENANT": "contoso"}, tmp_path=tmp_path)
+    text = str(caught.value)
+    assert "MICROSOFT_CLIENT_SECRET is missing" in text
+    assert "GOOGLE_TOKEN_URL must use https in production" in text
+    assert "MICROSOFT_TENANT must be one of consumers, common" in text
+
+
+def test_a_provider_without_credentials_is_not_offered(tmp_path):
+    settings = load({"APP_MODE": "test"}, tmp_path=tmp_path)
+    assert settings.providers == () and settings.provider("google") is None
