@@ -12,8 +12,8 @@ APP_ROOT = Path(__file__).resolve().parent
 if str(APP_ROOT) not in sys.path:  # Passenger and cron may start us from another folder
     sys.path.insert(0, str(APP_ROOT))
 
-from routes import errors, pages, static, web  # noqa: E402
-from services import db, i18n  # noqa: E402
+from routes import auth, errors, pages, static, web  # noqa: E402
+from services import db, i18n, oauth  # noqa: E402
 from services.config import ConfigError, Settings, load_settings  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -22,9 +22,12 @@ log = logging.getLogger(__name__)
 def create_app(overrides: dict | None = None, settings: Settings | None = None) -> web.App:
     """Build a new app from the settings (defaults, environment, .env, then overrides)."""
     settings = settings or load_settings(overrides)
+    if settings.app_mode != "production":
+        oauth.allow_plain_http_for_stand_ins()
     app = web.App(settings, db.Database(settings.database_url), i18n.load_translations())
     app.install(web.RequestGuard())
     pages.register(app)
+    auth.register(app)
     if settings.serve_static:
         static.register(app)
     errors.register(app)
@@ -57,9 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     port = sock.getsockname()[1]
 
-    overrides = {}
+    overrides, stops = {}, []
     if args.demo:
-        overrides = {"APP_MODE": "demo", "PUBLIC_BASE_URL": f"http://{host}:{port}"}
+        from tools.demo import start_stand_ins
+
+        base_url = f"http://{host}:{port}"
+        overrides, stops = start_stand_ins(base_url)
+        overrides.update({"APP_MODE": "demo", "PUBLIC_BASE_URL": base_url})
     try:
         settings = load_settings(overrides)
     except ConfigError as exc:
@@ -72,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings=settings)
     print(f"images-in-bulk {'demo ' if args.demo else ''}running at {settings.public_base_url}/ "
           f"({database.describe()}); press Ctrl+C to stop", flush=True)
-    waitress.serve(app, sockets=[sock], threads=8, ident="images-in-bulk")
+    try:
+        waitress.serve(app, sockets=[sock], threads=8, ident="images-in-bulk")
+    finally:
+        for stop in stops:
+            stop()
     return 0
 
 

@@ -188,6 +188,14 @@ def remember_session(new: sessions.Session) -> None:
     environ["iib.private"] = True
 
 
+def forget_session() -> None:
+    """Drop this request's session and tell the browser to delete its cookie (sign-out)."""
+    environ = bottle.request.environ
+    environ["iib.session"] = None
+    environ["iib.user"] = None
+    environ["iib.session_cookie"] = ""
+
+
 def current_user() -> dict | None:
     """The signed-in user's row, or None."""
     environ = bottle.request.environ

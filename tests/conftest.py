@@ -133,21 +133,32 @@ def client(app):
 
 
 @pytest.fixture
-def live_server(make_app, database):
-    """The app under waitress on a free loopback port; yields (base_url, app) and stops afterwards."""
+def serve(make_app, database):
+    """Start the app under waitress on a free loopback port: serve(**overrides) -> (base_url, app); stops after."""
     import waitress.server
 
-    holder = {}
-    server = waitress.server.create_server(lambda environ, start: holder["app"](environ, start),
-                                           host="127.0.0.1", port=0, threads=4)
-    base_url = f"http://127.0.0.1:{server.effective_port}"
-    holder["app"] = make_app(PUBLIC_BASE_URL=base_url)
-    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield base_url, holder["app"]
-    finally:
+    running = []
+
+    def start(**overrides):
+        holder = {}
+        server = waitress.server.create_server(lambda environ, respond: holder["app"](environ, respond),
+                                               host="127.0.0.1", port=0, threads=4)
+        base_url = f"http://127.0.0.1:{server.effective_port}"
+        holder["app"] = make_app(PUBLIC_BASE_URL=base_url, **overrides)
+        thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+        thread.start()
+        running.append((server, thread))
+        return base_url, holder["app"]
+
+    yield start
+    for server, thread in running:
         stop_server(server, thread)
+
+
+@pytest.fixture
+def live_server(serve):
+    """The app under waitress on a free loopback port: (base_url, app)."""
+    return serve()
 
 
 def stop_server(server, thread):
@@ -162,6 +173,53 @@ def stop_server(server, thread):
     server.task_dispatcher.shutdown()
     assert not thread.is_alive(), "the live server did not stop"
 
+
+# --- the identity-provider stand-in -------------------------------------------------------------
+
+IDP_CLIENTS = {"google": ("google-client-id", "google-client-secret"),
+               "microsoft": ("microsoft-client-id", "microsoft-client-secret")}
+
+
+@pytest.fixture
+def idp():
+    """tools/fake_idp.py playing Google and Microsoft on a free loopback port, with two accounts each."""
+    from tools.fake_idp import FakeIdP
+
+    server = FakeIdP()
+    server.add_realm("google", style="google")
+    server.add_realm("microsoft", style="microsoft")
+    server.add_account("google", sub="g-1001", name="Ana García", email="ana@example.com")
+    server.add_account("google", sub="g-1002", name="Ben Carter", email="ben@example.com")
+    server.add_account("microsoft", sub="m-2001", name="Ana García", email="ana@example.com")
+    server.add_account("microsoft", sub="m-2002", name="Chloé Dubois", email="chloe@outlook.com")
+    server.start()
+    yield server
+    server.stop()
+
+
+def idp_settings(idp, **changes) -> dict:
+    """App settings that point both providers at the stand-in."""
+    from tools.demo import provider_settings
+
+    return {**provider_settings(idp, IDP_CLIENTS), **changes}
+
+
+def register_clients(idp, base_url: str) -> None:
+    """Register our two clients at the stand-in with this app's exact redirect URIs."""
+    for realm, (client_id, secret) in IDP_CLIENTS.items():
+        idp.add_client(realm, client_id=client_id, client_secret=secret,
+                       redirect_uris=[f"{base_url}/auth/{realm}/callback"])
+
+
+@pytest.fixture
+def signin_app(make_app, database, idp):
+    """A test-mode app whose providers are the stand-in (in-process, base URL http://127.0.0.1:8000)."""
+    app = make_app(**idp_settings(idp))
+    register_clients(idp, app.settings.public_base_url)
+    return app
+
+
+# --- Chromium -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def browser():

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from app import create_app
 from services import db
+from services.config import SETTING_NAMES
 from tests.conftest import ROOT, BufferedClient
 
 
 def run(args, env=None, timeout=60, cwd=None):
-    full_env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "PUBLIC_BASE_URL", "DATABASE_URL")}
+    full_env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     full_env.update(env or {})
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
@@ -42,6 +43,7 @@ def test_importing_the_app_module_builds_nothing():
 
 def test_passenger_entry_point_serves_with_production_settings(tmp_path):
     env = {"SECRET_KEY": "p" * 48, "PUBLIC_BASE_URL": "https://images.example.com",
+           "MICROSOFT_CLIENT_ID": "ms-app", "MICROSOFT_CLIENT_SECRET": "ms-secret",
            "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.db'}", "APP_MODE": "production"}
     code = ("import passenger_wsgi as p; from werkzeug.test import Client; "
             "r = Client(p.application).get('/', buffered=True); "
@@ -66,7 +68,8 @@ def test_initdb_command_creates_then_finds_nothing_to_do(db_url):
     second = run(["cli.py", "initdb"], env=env)
     assert second.returncode == 0 and f"already at schema version {latest}" in second.stdout
     cleanup = run(["cli.py", "cleanup"], env=env)
-    assert cleanup.returncode == 0 and cleanup.stdout.startswith("cleanup: 0 expired sessions removed")
+    assert cleanup.returncode == 0
+    assert cleanup.stdout.startswith("cleanup: 0 expired sessions and 0 expired sign-in flows removed")
 
 
 def test_cli_reports_bad_settings_and_a_dead_database_in_one_line(tmp_path):
@@ -77,8 +80,31 @@ def test_cli_reports_bad_settings_and_a_dead_database_in_one_line(tmp_path):
     assert "hidden-pw" not in dead.stderr and "Traceback" not in dead.stderr
 
 
+def sign_in_through_the_demo_stand_in(base):
+    """A new visitor signs in with each demo provider: login page, the stand-in's chooser, the account page."""
+    import html
+    import re
+
+    import requests
+
+    for provider in ("google", "microsoft"):
+        with requests.Session() as browser:
+            login = browser.get(base + "/login", timeout=10, headers={"Accept-Language": "en"})
+            assert f"/auth/{provider}/start" in login.text and "Demo sign-in" in login.text
+            chooser = browser.get(f"{base}/auth/{provider}/start", timeout=10)
+            assert chooser.status_code == 200 and "Ana García" in chooser.text
+            form = re.search(r'<form method="post" action="([^"]+)"[^>]*>(.*?)</form>', chooser.text, re.S)
+            fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form.group(2)))
+            fields = {k: html.unescape(v) for k, v in fields.items()}
+            sub = re.search(r'name="account" value="([^"]+)"', form.group(2)).group(1)
+            action = requests.compat.urljoin(chooser.url, form.group(1))
+            account = browser.post(action, data={**fields, "account": sub}, timeout=10)
+            assert account.url == base + "/account", account.url
+            assert "Ana García" in account.text
+
+
 def test_demo_command_serves_the_landing_page_in_both_languages(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "PUBLIC_BASE_URL", "DATABASE_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     env.update({"VAR_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"})
     process = subprocess.Popen([sys.executable, "app.py", "--demo", "--port", "0"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -102,6 +128,7 @@ def test_demo_command_serves_the_landing_page_in_both_languages(tmp_path):
         assert pages["es"][0] == pages["en"][0] == 200
         assert '<html lang="es">' in pages["es"][1] and '<html lang="en">' in pages["en"][1]
         assert Path(tmp_path / "var" / "demo.db").exists()
+        sign_in_through_the_demo_stand_in(base)
     finally:
         process.terminate()
         try:

@@ -86,3 +86,46 @@ def test_the_csp_really_blocks_inline_code(page, live_server):
     assert page.evaluate("getComputedStyle(document.getElementById('p')).color") != "rgb(255, 0, 0)"
     refused = [p for p in page.problems if "Content Security Policy" in p]
     assert len(refused) >= 2, page.problems
+
+
+def test_sign_in_sign_out_and_sign_in_again_as_the_same_user(page, serve, idp):
+    from tests.conftest import idp_settings, register_clients
+
+    base, app = serve(**idp_settings(idp))
+    register_clients(idp, base)
+    for _round in range(2):
+        page.goto(base + "/")
+        page.click(".account-nav a[href='/login']")
+        page.wait_for_url(base + "/login")
+        page.click("a.provider-google")
+        page.click("button.account[data-sub='g-1001']")  # the stand-in's account chooser
+        page.wait_for_url(base + "/account")
+        assert page.text_content(".account-name").strip() == "Ana García"
+        assert page.text_content(".nav-user").strip() == "Ana García"
+        page.click(".account form button[type=submit]")
+        page.wait_for_url(base + "/")
+        assert page.locator(".nav-user").count() == 0
+    conn = app.database.connect()
+    try:
+        assert conn.scalar("SELECT COUNT(*) AS n FROM users") == 1
+        assert conn.scalar("SELECT COUNT(*) AS n FROM sessions WHERE user_id IS NOT NULL") == 0
+    finally:
+        conn.close()
+    assert [p for p in page.problems if "status of 404" not in p] == []
+
+
+def test_microsoft_sign_in_and_cancel_in_the_browser(page, serve, idp):
+    from tests.conftest import idp_settings, register_clients
+
+    base, _app = serve(**idp_settings(idp))
+    register_clients(idp, base)
+    page.goto(base + "/login")
+    page.click("a.provider-microsoft")
+    page.click("#cancel")
+    assert page.evaluate("document.documentElement.lang") == "es"
+    assert "Inicio de sesión cancelado" in page.text_content("h1")
+    page.click("a.button[href='/login']")
+    page.click("a.provider-microsoft")
+    page.click("button.account[data-sub='m-2002']")
+    page.wait_for_url(base + "/account")
+    assert page.text_content(".account-name").strip() == "Chloé Dubois"

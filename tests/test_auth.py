@@ -1,0 +1,396 @@
+"""Sign-in with the Google and Microsoft stand-ins over real HTTP: the happy paths and every refusal.
+
+The visitor's browser is an in-process client for our app and `requests` for the stand-in;
+the app talks to the stand-in's token and userinfo endpoints over loopback HTTP. Every
+refusal case checks that no signed-in session exists afterwards.
+"""
+
+import logging
+import time
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+import requests
+
+from routes import web
+from services import db, sessions
+from tests.conftest import IDP_CLIENTS, BufferedClient, idp_settings, register_clients
+
+BASE = "http://127.0.0.1:8000"
+
+
+class Visitor:
+    """A browser: cookies for our app (in-process) and plain HTTP requests to the stand-in."""
+
+    def __init__(self, app):
+        self.app = app
+        self.client = BufferedClient(app)
+
+    def cookie(self):
+        found = self.client.get_cookie(sessions.cookie_name(self.app.settings))
+        return found.value if found else None
+
+    def start(self, provider, query=""):
+        response = self.client.get(f"/auth/{provider}/start{query}")
+        assert response.status_code == 302, response.text
+        location = response.headers["Location"]
+        parts = urlsplit(location)
+        return f"{parts.scheme}://{parts.netloc}{parts.path}", {k: v[0] for k, v in parse_qs(parts.query).items()}
+
+    def choose(self, authorize, account=None, cancel=False):
+        url, params = authorize
+        form = dict(params, cancel="1") if cancel else dict(params, account=account)
+        with requests.post(url, data=form, allow_redirects=False, timeout=10) as answer:
+            assert answer.status_code == 302, answer.text
+            location = answer.headers["Location"]
+        assert location.startswith(BASE), location
+        parts = urlsplit(location)
+        return parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()}
+
+    def callback(self, returned):
+        path, query = returned
+        return self.client.get(f"{path}?{urlencode(query)}")
+
+    def sign_in(self, provider, account, query=""):
+        return self.callback(self.choose(self.start(provider, query), account))
+
+    def is_signed_in(self):
+        response = self.client.get("/account")
+        return response.status_code == 200
+
+
+def signed_in_sessions(conn):
+    return conn.scalar("SELECT COUNT(*) AS n FROM sessions WHERE user_id IS NOT NULL")
+
+
+def assert_refused(response, visitor, conn, status=400, text=None):
+    assert response.status_code == status, response.text
+    assert "Location" not in response.headers
+    assert signed_in_sessions(conn) == 0
+    assert not visitor.is_signed_in()
+    if text:
+        assert text in response.text
+
+
+@pytest.fixture
+def visitor(signin_app):
+    return Visitor(signin_app)
+
+
+def english(visitor):
+    visitor.client.set_cookie(web.LANG_COOKIE, "en")
+    return visitor
+
+
+# --- happy paths ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("provider, account, name", [("google", "g-1001", "Ana García"),
+                                                     ("microsoft", "m-2002", "Chloé Dubois")])
+def test_sign_in_lands_on_the_account_page(visitor, conn, idp, provider, account, name):
+    response = visitor.sign_in(provider, account)
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"{BASE}/account"
+    page = visitor.client.get("/account")
+    assert page.status_code == 200 and name in page.text
+    assert page.headers["Cache-Control"] == "no-store"
+    identity = conn.one("SELECT provider, issuer, subject FROM identities")
+    assert identity == {"provider": provider, "issuer": idp.issuer(provider), "subject": account}
+    assert conn.scalar("SELECT COUNT(*) AS n FROM auth_flows") == 0
+    assert signed_in_sessions(conn) == 1
+
+
+def test_the_same_account_signs_in_as_the_same_user(visitor, signin_app, conn):
+    visitor.sign_in("google", "g-1001")
+    first = conn.scalar("SELECT user_id FROM sessions WHERE user_id IS NOT NULL")
+    again = Visitor(signin_app)
+    again.sign_in("google", "g-1001")
+    assert conn.scalar("SELECT COUNT(*) AS n FROM users") == 1
+    assert {r["user_id"] for r in conn.all("SELECT user_id FROM sessions")} == {first}
+
+
+def test_accounts_are_never_merged_by_email(visitor, signin_app, conn):
+    visitor.sign_in("google", "g-1001")
+    Visitor(signin_app).sign_in("microsoft", "m-2001")  # same email, other provider
+    assert conn.scalar("SELECT COUNT(*) AS n FROM users") == 2
+    assert conn.scalar("SELECT COUNT(DISTINCT user_id) AS n FROM identities") == 2
+
+
+def test_name_and_email_come_from_userinfo_when_the_id_token_lacks_them(visitor, idp, conn):
+    idp.omit_claims("google", ["name", "email"])
+    visitor.sign_in("google", "g-1002")
+    assert conn.one("SELECT display_name, email FROM users") == {"display_name": "Ben Carter",
+                                                                 "email": "ben@example.com"}
+
+
+def test_a_signed_in_user_links_the_other_provider(visitor, signin_app, conn):
+    visitor.sign_in("google", "g-1001")
+    page = visitor.client.get("/account")
+    assert "/auth/microsoft/start?link=1" in page.text
+    response = visitor.sign_in("microsoft", "m-2001", "?link=1&next=/account")
+    assert response.status_code == 303
+    assert conn.scalar("SELECT COUNT(*) AS n FROM users") == 1
+    assert {r["provider"] for r in conn.all("SELECT provider FROM identities")} == {"google", "microsoft"}
+    assert "/auth/microsoft/start?link=1" not in visitor.client.get("/account").text
+    other = Visitor(signin_app)
+    other.sign_in("microsoft", "m-2001")
+    assert conn.scalar("SELECT COUNT(*) AS n FROM users") == 1
+
+
+def test_an_account_of_another_user_cannot_be_linked(visitor, signin_app, conn):
+    Visitor(signin_app).sign_in("microsoft", "m-2002")
+    visitor.sign_in("google", "g-1001")
+    english(visitor)
+    response = visitor.sign_in("microsoft", "m-2002", "?link=1")
+    assert response.status_code == 409 and "already in use" in response.text
+    assert conn.scalar("SELECT COUNT(*) AS n FROM identities WHERE provider = 'microsoft'") == 1
+
+
+def test_sign_in_over_real_http_for_both_providers(serve, idp, conn):
+    base, _app = serve(**idp_settings(idp))
+    register_clients(idp, base)
+    for provider, account, name in (("google", "g-1002", "Ben Carter"), ("microsoft", "m-2002", "Chloé Dubois")):
+        with requests.Session() as browser:
+            answer = browser.get(f"{base}/auth/{provider}/start", allow_redirects=False, timeout=10)
+            assert answer.status_code == 302
+            parts = urlsplit(answer.headers["Location"])
+            params = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            assert params["code_challenge_method"] == "S256" and len(params["state"]) >= 43
+            assert params["scope"] == "openid email profile"
+            assert "access_type" not in params and "prompt" not in params
+            chosen = browser.post(f"{parts.scheme}://{parts.netloc}{parts.path}", data=dict(params, account=account),
+                                  allow_redirects=True, timeout=10)
+            assert chosen.status_code == 200 and chosen.url == f"{base}/account"
+            assert name in chosen.text
+            assert browser.get(f"{base}/login", allow_redirects=False, timeout=10).status_code == 303
+    assert signed_in_sessions(conn) == 2
+
+
+def test_sign_in_rotates_the_session_id(visitor, conn, signin_app):
+    authorize = visitor.start("google")
+    before = visitor.cookie()
+    assert before
+    response = visitor.callback(visitor.choose(authorize, "g-1001"))
+    after = visitor.cookie()
+    assert response.status_code == 303 and after and after != before
+    # The pre-login id is dead: a browser holding it is not signed in, and its row is gone.
+    old = BufferedClient(signin_app)
+    old.set_cookie(sessions.cookie_name(signin_app.settings), before)
+    assert old.get("/account").status_code == 303
+    assert db.session_get(conn, sessions.session_id(signin_app.settings, before)) is None
+
+
+def test_secrets_tokens_and_codes_stay_out_of_the_logs(visitor, idp, caplog):
+    with caplog.at_level(logging.DEBUG):
+        authorize = visitor.start("google")
+        returned = visitor.choose(authorize, "g-1001")
+        visitor.callback(returned)
+        english(visitor).callback(returned)  # a replay, logged as a refusal
+    assert "stopped (expired)" in caplog.text
+    for secret in (IDP_CLIENTS["google"][1], returned[1]["code"], authorize[1]["state"], authorize[1]["nonce"]):
+        assert secret not in caplog.text
+
+
+# --- refusals: each leaves nobody signed in ----------------------------------------------------------
+
+def test_refused_when_the_state_is_missing(visitor, conn):
+    path, query = visitor.choose(visitor.start("google"), "g-1001")
+    query.pop("state")
+    assert_refused(english(visitor).callback((path, query)), visitor, conn, text="expired")
+
+
+def test_refused_when_the_state_is_wrong(visitor, conn):
+    path, query = visitor.choose(visitor.start("google"), "g-1001")
+    query["state"] = query["state"][:-4] + "AAAA"
+    assert_refused(english(visitor).callback((path, query)), visitor, conn, text="expired")
+
+
+def test_refused_when_the_state_is_reused(visitor, conn):
+    returned = visitor.choose(visitor.start("google"), "g-1001")
+    assert visitor.callback(returned).status_code == 303
+    session = sessions.load(conn, visitor.app.settings, visitor.cookie(), web.now())
+    visitor.client.post("/logout", data={"csrf_token": session.csrf_token})
+    assert signed_in_sessions(conn) == 0
+    assert_refused(visitor.callback(returned), visitor, conn)
+
+
+def test_refused_when_the_state_has_expired(visitor, conn):
+    authorize = visitor.start("google")
+    conn.execute("UPDATE auth_flows SET expires_at = ?", (int(time.time()) - 1,))
+    assert_refused(visitor.callback(visitor.choose(authorize, "g-1001")), visitor, conn)
+
+
+def test_refused_when_the_code_is_reused(visitor, signin_app, conn):
+    first = visitor.choose(visitor.start("google"), "g-1001")
+    assert visitor.callback(first).status_code == 303
+    session = sessions.load(conn, signin_app.settings, visitor.cookie(), web.now())
+    visitor.client.post("/logout", data={"csrf_token": session.csrf_token})
+    second_path, second = visitor.choose(visitor.start("google"), "g-1001")
+    second["code"] = first[1]["code"]  # a fresh state, but the code was already redeemed
+    assert_refused(english(visitor).callback((second_path, second)), visitor, conn, text="refused")
+
+
+def test_refused_with_a_wrong_pkce_verifier(visitor, conn):
+    authorize = visitor.start("google")
+    conn.execute("UPDATE auth_flows SET code_verifier = ?", ("x" * 64,))
+    assert_refused(visitor.callback(visitor.choose(authorize, "g-1001")), visitor, conn)
+
+
+def test_refused_when_the_nonce_does_not_match(visitor, idp, conn):
+    idp.tamper("google", nonce="another-sign-in")
+    assert_refused(english(visitor).sign_in("google", "g-1001"), visitor, conn, text="could not be verified")
+
+
+def test_refused_when_a_google_issuer_comes_back_at_the_microsoft_callback(visitor, idp, conn):
+    idp.tamper("microsoft", iss=idp.issuer("google"))
+    assert_refused(visitor.sign_in("microsoft", "m-2001"), visitor, conn)
+
+
+def test_refused_when_a_google_code_is_presented_at_the_microsoft_callback(visitor, conn):
+    _google_path, google = visitor.choose(visitor.start("google"), "g-1001")
+    microsoft_path, microsoft = visitor.choose(visitor.start("microsoft"), "m-2001")
+    microsoft["code"] = google["code"]
+    assert_refused(visitor.callback((microsoft_path, microsoft)), visitor, conn)
+    # ... and the Google state does not open the Microsoft callback either.
+    assert_refused(visitor.callback((microsoft_path, google)), visitor, conn)
+
+
+def test_refused_when_the_audience_is_another_client(visitor, idp, conn):
+    idp.tamper("google", aud="someone-elses-client")
+    assert_refused(visitor.sign_in("google", "g-1001"), visitor, conn)
+
+
+def test_refused_when_the_id_token_has_expired(visitor, idp, conn):
+    now = int(time.time())
+    idp.tamper("google", iat=now - 7200, exp=now - 3600)
+    assert_refused(visitor.sign_in("google", "g-1001"), visitor, conn)
+
+
+def test_refused_when_the_id_token_is_issued_in_the_future(visitor, idp, conn):
+    now = int(time.time())
+    idp.tamper("microsoft", iat=now + 3600, exp=now + 7200)
+    assert_refused(visitor.sign_in("microsoft", "m-2001"), visitor, conn)
+
+
+def test_refused_when_the_id_token_has_no_subject(visitor, idp, conn):
+    idp.tamper("google", sub=None)
+    assert_refused(visitor.sign_in("google", "g-1001"), visitor, conn)
+
+
+def test_cancel_at_the_provider_shows_a_clear_page(visitor, conn):
+    response = english(visitor).callback(visitor.choose(visitor.start("google"), cancel=True))
+    assert_refused(response, visitor, conn, text="Sign-in cancelled")
+    spanish = Visitor(visitor.app)
+    response = spanish.callback(spanish.choose(spanish.start("microsoft"), cancel=True))
+    assert_refused(response, spanish, conn, text="Inicio de sesión cancelado")
+
+
+def test_other_provider_errors_are_refused(visitor, conn):
+    path, query = visitor.choose(visitor.start("google"), "g-1001")
+    query.pop("code")
+    query["error"] = "server_error"
+    assert_refused(english(visitor).callback((path, query)), visitor, conn, text="reported a problem")
+
+
+def test_sign_in_csrf_a_callback_for_a_flow_this_browser_did_not_start(signin_app, conn):
+    attacker, victim = Visitor(signin_app), Visitor(signin_app)
+    planted = attacker.choose(attacker.start("google"), "g-1002")
+    victim.start("google")  # the victim even has a flow of its own
+    assert_refused(victim.callback(planted), victim, conn)
+    fresh = Visitor(signin_app)  # and a browser with no session at all
+    assert_refused(fresh.callback(planted), fresh, conn)
+
+
+def test_a_wrong_client_secret_is_refused_by_the_provider(make_app, database, idp, conn):
+    app = make_app(**idp_settings(idp, GOOGLE_CLIENT_SECRET="not-the-secret"))
+    register_clients(idp, app.settings.public_base_url)
+    visitor = english(Visitor(app))
+    assert_refused(visitor.sign_in("google", "g-1001"), visitor, conn, text="refused")
+
+
+def test_a_provider_that_is_down_gets_a_503_page(visitor, idp, conn):
+    idp.fail_token_endpoint("google", status=503)
+    assert_refused(english(visitor).sign_in("google", "g-1001"), visitor, conn, status=503,
+                   text="not answering")
+
+
+def test_an_unreachable_token_endpoint_gets_a_503_page(make_app, database, idp, conn):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    app = make_app(**idp_settings(idp, GOOGLE_TOKEN_URL=f"http://127.0.0.1:{dead}/token"))
+    register_clients(idp, app.settings.public_base_url)
+    visitor = Visitor(app)
+    assert_refused(visitor.sign_in("google", "g-1001"), visitor, conn, status=503)
+
+
+def test_next_accepts_only_same_site_paths(visitor, conn):
+    for target in ("https://evil.example.com/", "//evil.example.com/x", "/\\evil.example.com"):
+        fresh = Visitor(visitor.app)
+        response = fresh.sign_in("google", "g-1001", "?" + urlencode({"next": target}))
+        assert response.headers["Location"] == f"{BASE}/account", target
+    fresh = Visitor(visitor.app)
+    response = fresh.sign_in("google", "g-1001", "?next=/privacy")
+    assert response.headers["Location"] == f"{BASE}/privacy"
+
+
+def test_logout_by_get_does_nothing(visitor, conn):
+    visitor.sign_in("google", "g-1001")
+    assert visitor.client.get("/logout").status_code == 405
+    assert visitor.is_signed_in() and signed_in_sessions(conn) == 1
+
+
+def test_logout_without_the_csrf_token_is_refused(visitor, conn):
+    visitor.sign_in("google", "g-1001")
+    assert visitor.client.post("/logout").status_code == 403
+    assert visitor.client.post("/logout", data={"csrf_token": "forged"}).status_code == 403
+    assert visitor.is_signed_in() and signed_in_sessions(conn) == 1
+
+
+def test_logout_with_the_token_ends_the_session(visitor, conn):
+    visitor.sign_in("google", "g-1001")
+    session = sessions.load(conn, visitor.app.settings, visitor.cookie(), web.now())
+    response = visitor.client.post("/logout", data={"csrf_token": session.csrf_token})
+    assert response.status_code == 303 and response.headers["Location"] == f"{BASE}/"
+    assert "Max-Age=0" in response.headers["Set-Cookie"]
+    assert signed_in_sessions(conn) == 0 and not visitor.is_signed_in()
+
+
+def test_starts_are_throttled_per_address(make_app, database, idp, conn):
+    app = make_app(**idp_settings(idp, AUTH_STARTS_PER_IP="3"))
+    visitor = english(Visitor(app))
+    for _ in range(3):
+        assert visitor.client.get("/auth/google/start").status_code == 302
+    response = visitor.client.get("/auth/google/start")
+    assert response.status_code == 429 and "Too many sign-in attempts" in response.text
+    other = Visitor(app)
+    assert other.client.get("/auth/google/start", environ_base={"REMOTE_ADDR": "10.9.8.7"}).status_code == 302
+
+
+def test_flows_per_session_are_capped(visitor, conn):
+    for _ in range(8):
+        visitor.start("google")
+    assert conn.scalar("SELECT COUNT(*) AS n FROM auth_flows") == 5
+
+
+def test_unknown_or_unconfigured_providers_are_404(visitor, make_app, database):
+    assert visitor.client.get("/auth/yahoo/start").status_code == 404
+    assert visitor.client.get("/auth/yahoo/callback?code=x&state=y").status_code == 404
+    bare = BufferedClient(make_app())
+    assert bare.get("/auth/google/start").status_code == 404
+    assert "Continue with Google" not in bare.get("/login", headers={"Accept-Language": "en"}).text
+
+
+def test_the_login_page_offers_each_configured_provider(visitor, make_app, idp, database):
+    page = english(visitor).client.get("/login?next=/privacy")
+    assert "Continue with Google" in page.text and "Continue with Microsoft" in page.text
+    assert 'href="/auth/google/start?next=/privacy"' in page.text
+    only_microsoft = make_app(**{k: v for k, v in idp_settings(idp).items() if not k.startswith("GOOGLE")})
+    text = BufferedClient(only_microsoft).get("/login").text
+    assert "Continuar con Microsoft" in text and "Continuar con Google" not in text
+
+
+def test_the_account_page_needs_a_signed_in_user(visitor):
+    response = visitor.client.get("/account")
+    assert response.status_code == 303 and response.headers["Location"] == f"{BASE}/login?next=/account"
