@@ -1,5 +1,5 @@
 -- images-in-bulk: the MariaDB schema (the production truth). Run it with `python cli.py initdb`.
--- schema-version: 2
+-- schema-version: 3
 --
 -- Its SQLite twin is schema.sqlite.sql; tests/test_schema.py keeps the two in step.
 -- Times are Unix seconds. Changes after version 1 come as numbered files in migrations/.
@@ -15,7 +15,9 @@ CREATE TABLE IF NOT EXISTS users (
   display_name VARCHAR(200) NOT NULL DEFAULT '',
   email VARCHAR(320) NOT NULL DEFAULT '',
   created_at BIGINT NOT NULL,
-  last_login_at BIGINT NOT NULL
+  last_login_at BIGINT NOT NULL,
+  stripe_customer_id VARCHAR(255) NULL,
+  UNIQUE KEY uq_users_stripe_customer (stripe_customer_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 -- An account at an identity provider, keyed by (provider, issuer, subject): never by email.
@@ -71,4 +73,51 @@ CREATE TABLE IF NOT EXISTS rate_limits (
   window_start BIGINT NOT NULL,
   hits INT NOT NULL,
   PRIMARY KEY (bucket, window_start)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Billing: subscriptions as Stripe reports them, the credits ledger and its balance, applied webhook events.
+CREATE TABLE IF NOT EXISTS subscriptions (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  user_id BIGINT NOT NULL,
+  stripe_subscription_id VARCHAR(255) NOT NULL,
+  stripe_customer_id VARCHAR(255) NOT NULL,
+  status VARCHAR(32) NOT NULL,
+  price_id VARCHAR(255) NOT NULL DEFAULT '',
+  current_period_start BIGINT NOT NULL DEFAULT 0,
+  current_period_end BIGINT NOT NULL DEFAULT 0,
+  cancel_at_period_end INT NOT NULL DEFAULT 0,
+  cancel_at BIGINT NULL,
+  ended_at BIGINT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  UNIQUE KEY uq_subscriptions_stripe (stripe_subscription_id),
+  KEY ix_subscriptions_user (user_id),
+  CONSTRAINT fk_subscriptions_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS credit_balances (
+  user_id BIGINT NOT NULL PRIMARY KEY,
+  balance INT NOT NULL DEFAULT 0,
+  updated_at BIGINT NOT NULL,
+  CONSTRAINT ck_credit_balances_positive CHECK (balance >= 0),
+  CONSTRAINT fk_credit_balances_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS credit_ledger (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  user_id BIGINT NOT NULL,
+  delta INT NOT NULL,
+  reason VARCHAR(32) NOT NULL,
+  reference VARCHAR(191) NOT NULL,
+  created_at BIGINT NOT NULL,
+  UNIQUE KEY uq_credit_ledger_reference (reason, reference),
+  KEY ix_credit_ledger_user (user_id, id),
+  CONSTRAINT fk_credit_ledger_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS stripe_events (
+  id VARCHAR(255) NOT NULL PRIMARY KEY,
+  type VARCHAR(100) NOT NULL,
+  received_at BIGINT NOT NULL,
+  KEY ix_stripe_events_received (received_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

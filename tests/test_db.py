@@ -70,10 +70,19 @@ def _describe(database):
         conn.close()
 
 
-def test_a_version_1_database_upgrades_to_the_current_schema_without_losing_data(db_url, tmp_path):
+FROZEN = sorted(int(p.name[1:]) for p in SCHEMAS.iterdir() if p.name.startswith("v"))
+
+
+def test_every_released_version_is_frozen():
+    latest = db.schema_file_version("mysql")
+    assert FROZEN == list(range(1, latest)), "freeze the previous schema files under tests/schemas/vN"
+
+
+@pytest.mark.parametrize("version", FROZEN)
+def test_an_older_database_upgrades_to_the_current_schema_without_losing_data(db_url, tmp_path, version):
     database = db.Database(db_url)
-    v1_file = SCHEMAS / "v1" / db.SCHEMA_FILES[database.engine].name
-    assert db.initdb(database, migrations_dir=tmp_path / "none", schema_file=v1_file) == (None, 1)
+    old_file = SCHEMAS / f"v{version}" / db.SCHEMA_FILES[database.engine].name
+    assert db.initdb(database, migrations_dir=tmp_path / "none", schema_file=old_file) == (None, version)
     conn = database.connect()
     try:
         user_id = db.user_insert(conn, "from version 1", "v1@example.com", 11)
@@ -83,13 +92,13 @@ def test_a_version_1_database_upgrades_to_the_current_schema_without_losing_data
         conn.close()
 
     latest = db.schema_file_version(database.engine)
-    assert db.initdb(database) == (1, latest)
+    assert db.initdb(database) == (version, latest)
     conn = database.connect()
     try:
         assert db.user_get(conn, user_id)["email"] == "v1@example.com"
         assert db.session_get(conn, "a" * 64)["user_id"] == user_id
         assert [r["version"] for r in conn.all("SELECT version FROM schema_migrations ORDER BY version")] \
-            == list(range(1, latest + 1))
+            == list(range(version, latest + 1))
     finally:
         conn.close()
     # The upgraded database equals one built from the current schema file (the engines' twins are
