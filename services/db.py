@@ -482,3 +482,66 @@ def rate_limit_hit(conn: Connection, bucket: str, window_start: int) -> int:
 def rate_limits_delete_before(conn: Connection, window_start: int) -> int:
     """Delete the counters of windows that started before this time; return how many."""
     return conn.execute("DELETE FROM rate_limits WHERE window_start < ?", (window_start,))
+
+
+# --- credits -----------------------------------------------------------------------------------
+
+def credit_balance_ensure(conn: Connection, user_id: int, now: int) -> None:
+    """Create a user's balance row (at zero) if it does not exist yet."""
+    if conn.engine == "mysql":
+        conn.execute("INSERT INTO credit_balances (user_id, balance, updated_at) VALUES (?, 0, ?) "
+                     "ON DUPLICATE KEY UPDATE user_id = user_id", (user_id, now))
+    else:
+        conn.execute("INSERT INTO credit_balances (user_id, balance, updated_at) VALUES (?, 0, ?) "
+                     "ON CONFLICT (user_id) DO NOTHING", (user_id, now))
+
+
+def credit_balance(conn: Connection, user_id: int) -> int:
+    """A user's credits left (0 without a balance row)."""
+    return conn.scalar("SELECT balance FROM credit_balances WHERE user_id = ?", (user_id,)) or 0
+
+
+def credit_balance_lock(conn: Connection, user_id: int) -> int | None:
+    """Read a balance inside a transaction, locking its row on MariaDB (SQLite's BEGIN IMMEDIATE already does)."""
+    suffix = " FOR UPDATE" if conn.engine == "mysql" else ""
+    return conn.scalar(f"SELECT balance FROM credit_balances WHERE user_id = ?{suffix}", (user_id,))
+
+
+def credit_balance_add(conn: Connection, user_id: int, delta: int, now: int) -> int:
+    """Change a balance by delta only if it stays at zero or above; return 1 if it changed."""
+    return conn.execute("UPDATE credit_balances SET balance = balance + ?, updated_at = ? "
+                        "WHERE user_id = ? AND balance + ? >= 0", (delta, now, user_id, delta))
+
+
+def credit_balance_set(conn: Connection, user_id: int, balance: int, now: int) -> None:
+    """Set a balance (the period grant replaces what was left)."""
+    conn.execute("UPDATE credit_balances SET balance = ?, updated_at = ? WHERE user_id = ?", (balance, now, user_id))
+
+
+def credit_ledger_insert(conn: Connection, user_id: int, delta: int, reason: str, reference: str, now: int) -> bool:
+    """Add a ledger line; False (and nothing added) when (reason, reference) is already there."""
+    if conn.engine == "mysql":
+        sql = ("INSERT INTO credit_ledger (user_id, delta, reason, reference, created_at) VALUES (?, ?, ?, ?, ?) "
+               "ON DUPLICATE KEY UPDATE id = id")
+    else:
+        sql = ("INSERT INTO credit_ledger (user_id, delta, reason, reference, created_at) VALUES (?, ?, ?, ?, ?) "
+               "ON CONFLICT (reason, reference) DO NOTHING")
+    return conn.execute(sql, (user_id, delta, reason, reference, now)) == 1
+
+
+def credit_ledger_find(conn: Connection, reason: str, reference: str) -> dict | None:
+    """The ledger line for (reason, reference), or None."""
+    return conn.one("SELECT id, user_id, delta, reason, reference, created_at FROM credit_ledger "
+                    "WHERE reason = ? AND reference = ?", (reason, reference))
+
+
+def credit_ledger_recent(conn: Connection, user_id: int, since: int, limit: int) -> list[dict]:
+    """A user's ledger lines since a time, newest first."""
+    return conn.all("SELECT id, delta, reason, reference, created_at FROM credit_ledger "
+                    "WHERE user_id = ? AND created_at >= ? ORDER BY id DESC LIMIT ?", (user_id, since, limit))
+
+
+def credit_ledger_sum(conn: Connection, user_id: int) -> int:
+    """The sum of a user's ledger lines (equals the balance)."""
+    return int(conn.scalar("SELECT COALESCE(SUM(delta), 0) AS s FROM credit_ledger WHERE user_id = ?",
+                           (user_id,)) or 0)

@@ -1,0 +1,106 @@
+"""The credits ledger: every change of a balance is a ledger line, and a balance never goes below zero.
+
+`reserve`, `refund` and `grant_period` are idempotent by their reference: (reason, reference)
+is unique in the ledger, so calling one twice for the same thing changes the balance once.
+A reservation takes the balance with one conditional UPDATE (`balance + delta >= 0`), which
+is atomic on both engines whatever the number of processes; on MariaDB it also takes the row
+lock first, so concurrent reservations queue on the balance row instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pymysql
+
+from services import db
+
+log = logging.getLogger(__name__)
+
+DEADLOCK_ATTEMPTS = 5
+
+
+class InsufficientCredits(Exception):
+    """The balance is smaller than what a reservation needs."""
+
+
+def _retrying(action):
+    """Run a transaction again when MariaDB chose it as a deadlock victim (it was rolled back whole)."""
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            return action()
+        except pymysql.err.OperationalError as exc:
+            if exc.args[0] not in (1213, 1205) or attempt == DEADLOCK_ATTEMPTS:
+                raise
+            log.info("credits transaction retried after MariaDB error %s", exc.args[0])
+            time.sleep(0.01 * attempt)
+    return None
+
+
+def balance(conn: db.Connection, user_id: int) -> int:
+    """The credits a user has left."""
+    return db.credit_balance(conn, user_id)
+
+
+def reserve(conn: db.Connection, user_id: int, amount: int, reference: str, now: int) -> bool:
+    """Take `amount` credits for `reference`; False if that was done already; InsufficientCredits if short."""
+
+    def attempt():
+        with conn.transaction():
+            if db.credit_balance_add(conn, user_id, -amount, now) != 1:
+                if db.credit_ledger_find(conn, "reserve", reference):
+                    return False
+                raise InsufficientCredits(f"user {user_id} has fewer than {amount} credits")
+            if not db.credit_ledger_insert(conn, user_id, -amount, "reserve", reference, now):
+                raise _AlreadyDone
+            return True
+
+    try:
+        return _retrying(attempt)
+    except _AlreadyDone:  # the transaction rolled the balance back; the earlier reservation stands
+        return False
+
+
+def refund(conn: db.Connection, user_id: int, amount: int, reference: str, now: int) -> bool:
+    """Give back `amount` credits for `reference` (once); False if that refund was already made."""
+
+    def attempt():
+        with conn.transaction():
+            db.credit_balance_ensure(conn, user_id, now)
+            if db.credit_balance_add(conn, user_id, amount, now) != 1:
+                raise RuntimeError(f"could not refund user {user_id}")
+            if not db.credit_ledger_insert(conn, user_id, amount, "refund", reference, now):
+                raise _AlreadyDone
+            return True
+
+    try:
+        return _retrying(attempt)
+    except _AlreadyDone:
+        return False
+
+
+def grant_period(conn: db.Connection, user_id: int, credits: int, reference: str, now: int) -> bool:
+    """Start a billing period (reference: its invoice): what was left expires and `credits` are granted, once."""
+    db.credit_balance_ensure(conn, user_id, now)
+
+    def attempt():
+        with conn.transaction():
+            left = db.credit_balance_lock(conn, user_id) or 0
+            if not db.credit_ledger_insert(conn, user_id, credits, "grant", reference, now):
+                return False
+            if left:
+                db.credit_ledger_insert(conn, user_id, -left, "expire", reference, now)
+            db.credit_balance_set(conn, user_id, credits, now)
+            return True
+
+    return _retrying(attempt)
+
+
+def recent(conn: db.Connection, user_id: int, since: int, limit: int = 20) -> list[dict]:
+    """A user's ledger lines since a time (the current period), newest first."""
+    return db.credit_ledger_recent(conn, user_id, since, limit)
+
+
+class _AlreadyDone(Exception):
+    """Raised inside a transaction to roll it back when its ledger line already exists."""
