@@ -68,6 +68,17 @@ class Settings:
     contact_email: str
     providers: tuple[Provider, ...] = ()
     auth_starts_per_ip: int = 20
+    stripe_secret_key: str = dataclasses.field(default="", repr=False)
+    stripe_webhook_secret: str = dataclasses.field(default="", repr=False)
+    stripe_price_id: str = ""
+    stripe_price_lookup_key: str = "images_in_bulk_bulk_monthly"
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_form_origins: tuple[str, ...] = ("https://checkout.stripe.com", "https://billing.stripe.com")
+
+    @property
+    def billing_enabled(self) -> bool:
+        """True when Stripe is configured (always in production; optional in the demo and tests)."""
+        return bool(self.stripe_secret_key and self.stripe_webhook_secret)
 
     @property
     def is_https(self) -> bool:
@@ -83,37 +94,43 @@ class Settings:
         return next((p for p in self.providers if p.name == name), None)
 
 
-# name -> (default, kind, secret). A default of None means "required in production".
-_SPEC: dict[str, tuple[object, str, bool]] = {
-    "APP_MODE": ("production", "mode", False),
-    "SECRET_KEY": (None, "secret", True),
-    "PUBLIC_BASE_URL": (None, "base_url", False),
-    "DATABASE_URL": ("", "database_url", False),
-    "VAR_DIR": (str(APP_ROOT / "var"), "path", False),
-    "SERVE_STATIC": ("", "bool", False),
-    "DEFAULT_LANGUAGE": ("es", "language", False),
-    "SESSION_IDLE_SECONDS": ("604800", "positive_int", False),
-    "SESSION_MAX_SECONDS": ("2592000", "positive_int", False),
-    "IMAGE_RETENTION_DAYS": ("7", "positive_int", False),
-    "PLAN_PRICE_USD": ("5", "positive_int", False),
-    "PLAN_CREDITS": ("300", "positive_int", False),
-    "PLAN_MAX_PROMPTS": ("200", "positive_int", False),
-    "LOG_LEVEL": ("INFO", "log_level", False),
-    "CONTACT_EMAIL": ("", "email", False),
-    "GOOGLE_CLIENT_ID": ("", "text", False),
-    "GOOGLE_CLIENT_SECRET": ("", "text", True),
-    "GOOGLE_ISSUER": ("", "url", False),
-    "GOOGLE_AUTHORIZE_URL": ("https://accounts.google.com/o/oauth2/v2/auth", "url", False),
-    "GOOGLE_TOKEN_URL": ("https://oauth2.googleapis.com/token", "url", False),
-    "GOOGLE_USERINFO_URL": ("https://openidconnect.googleapis.com/v1/userinfo", "url", False),
-    "MICROSOFT_CLIENT_ID": ("", "text", False),
-    "MICROSOFT_CLIENT_SECRET": ("", "text", True),
-    "MICROSOFT_TENANT": ("consumers", "tenant", False),
-    "MICROSOFT_ISSUER": ("", "url", False),
-    "MICROSOFT_AUTHORIZE_URL": ("", "url", False),
-    "MICROSOFT_TOKEN_URL": ("", "url", False),
-    "MICROSOFT_USERINFO_URL": ("https://graph.microsoft.com/oidc/userinfo", "url", False),
-    "AUTH_STARTS_PER_IP": ("20", "positive_int", False),
+# name -> (default, kind). A default of None means "required in production".
+_SPEC: dict[str, tuple[object, str]] = {
+    "APP_MODE": ("production", "mode"),
+    "SECRET_KEY": (None, "secret"),
+    "PUBLIC_BASE_URL": (None, "base_url"),
+    "DATABASE_URL": ("", "database_url"),
+    "VAR_DIR": (str(APP_ROOT / "var"), "path"),
+    "SERVE_STATIC": ("", "bool"),
+    "DEFAULT_LANGUAGE": ("es", "language"),
+    "SESSION_IDLE_SECONDS": ("604800", "positive_int"),
+    "SESSION_MAX_SECONDS": ("2592000", "positive_int"),
+    "IMAGE_RETENTION_DAYS": ("7", "positive_int"),
+    "PLAN_PRICE_USD": ("5", "positive_int"),
+    "PLAN_CREDITS": ("300", "positive_int"),
+    "PLAN_MAX_PROMPTS": ("200", "positive_int"),
+    "LOG_LEVEL": ("INFO", "log_level"),
+    "CONTACT_EMAIL": ("", "email"),
+    "GOOGLE_CLIENT_ID": ("", "text"),
+    "GOOGLE_CLIENT_SECRET": ("", "text"),
+    "GOOGLE_ISSUER": ("", "url"),
+    "GOOGLE_AUTHORIZE_URL": ("https://accounts.google.com/o/oauth2/v2/auth", "url"),
+    "GOOGLE_TOKEN_URL": ("https://oauth2.googleapis.com/token", "url"),
+    "GOOGLE_USERINFO_URL": ("https://openidconnect.googleapis.com/v1/userinfo", "url"),
+    "MICROSOFT_CLIENT_ID": ("", "text"),
+    "MICROSOFT_CLIENT_SECRET": ("", "text"),
+    "MICROSOFT_TENANT": ("consumers", "tenant"),
+    "MICROSOFT_ISSUER": ("", "url"),
+    "MICROSOFT_AUTHORIZE_URL": ("", "url"),
+    "MICROSOFT_TOKEN_URL": ("", "url"),
+    "MICROSOFT_USERINFO_URL": ("https://graph.microsoft.com/oidc/userinfo", "url"),
+    "AUTH_STARTS_PER_IP": ("20", "positive_int"),
+    "STRIPE_SECRET_KEY": (None, "text"),
+    "STRIPE_WEBHOOK_SECRET": (None, "text"),
+    "STRIPE_PRICE_ID": ("", "text"),
+    "STRIPE_PRICE_LOOKUP_KEY": ("images_in_bulk_bulk_monthly", "text"),
+    "STRIPE_API_BASE": ("https://api.stripe.com", "url"),
+    "STRIPE_FORM_ORIGINS": ("https://checkout.stripe.com https://billing.stripe.com", "origins"),
 }
 
 SETTING_NAMES = tuple(_SPEC)
@@ -193,12 +210,12 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
     relaxed = mode != "production"
 
     values: dict[str, object] = {}
-    for name, (default, kind, secret) in _SPEC.items():
+    for name, (default, kind) in _SPEC.items():
         raw = source.get(name, "").strip()
         if not raw:
             if default is None:
                 if not relaxed:
-                    hint = _SECRET_HINT if secret else ""
+                    hint = _SECRET_HINT if kind == "secret" else ""
                     problems.append(f"{name} is missing; set it in the environment or the private settings file{hint}")
                 values[name] = None
                 continue
@@ -246,6 +263,12 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
         contact_email=values["CONTACT_EMAIL"],
         providers=providers,
         auth_starts_per_ip=int(values["AUTH_STARTS_PER_IP"]),
+        stripe_secret_key=values["STRIPE_SECRET_KEY"] or "",
+        stripe_webhook_secret=values["STRIPE_WEBHOOK_SECRET"] or "",
+        stripe_price_id=values["STRIPE_PRICE_ID"],
+        stripe_price_lookup_key=values["STRIPE_PRICE_LOOKUP_KEY"],
+        stripe_api_base=values["STRIPE_API_BASE"].rstrip("/"),
+        stripe_form_origins=tuple(values["STRIPE_FORM_ORIGINS"].split()),
     )
 
 
@@ -308,6 +331,13 @@ def _validate(name: str, raw: str, kind: str, mode: str) -> str | None:
             return f"{name} must be an absolute URL (got {raw!r})"
         if mode == "production" and parts.scheme != "https":
             return f"{name} must use https in production"
+    elif kind == "origins":
+        for origin in raw.split():
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+                return f"{name} must list origins such as https://checkout.stripe.com (got {origin!r})"
+            if mode == "production" and parts.scheme != "https":
+                return f"{name} must use https in production"
     elif kind == "tenant":
         if raw.lower() not in MICROSOFT_TENANTS:
             return f"{name} must be one of {', '.join(MICROSOFT_TENANTS)} (got {raw!r})"

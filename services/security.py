@@ -7,10 +7,16 @@ from urllib.parse import urlsplit
 from services.config import Settings
 
 # No inline script or style anywhere: every script and style sheet is a file under public/.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
+# form-action also names Stripe's Checkout and Portal origins: Chrome checks it against the
+# redirect that follows a form POST, and "Subscribe" / "Manage billing" are such POSTs.
+_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+           "connect-src 'self'; form-action {form}; frame-ancestors 'none'; base-uri 'none'")
+
+
+def content_security_policy(form_origins: tuple[str, ...] = ()) -> str:
+    """The Content-Security-Policy header, with the origins forms may be redirected to."""
+    return _POLICY.format(form=" ".join(("'self'", *form_origins)))
+
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -18,7 +24,7 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 def security_headers(settings: Settings, private: bool) -> list[tuple[str, str]]:
     """Headers every response carries; `private` adds no-store for pages of a signed-in visitor."""
     headers = [
-        ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+        ("Content-Security-Policy", content_security_policy(settings.stripe_form_origins)),
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "strict-origin-when-cross-origin"),
         ("X-Frame-Options", "DENY"),

@@ -44,6 +44,7 @@ def test_importing_the_app_module_builds_nothing():
 def test_passenger_entry_point_serves_with_production_settings(tmp_path):
     env = {"SECRET_KEY": "p" * 48, "PUBLIC_BASE_URL": "https://images.example.com",
            "MICROSOFT_CLIENT_ID": "ms-app", "MICROSOFT_CLIENT_SECRET": "ms-secret",
+           "STRIPE_SECRET_KEY": "sk_test_passenger", "STRIPE_WEBHOOK_SECRET": "whsec_passenger",
            "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.db'}", "APP_MODE": "production"}
     code = ("import passenger_wsgi as p; from werkzeug.test import Client; "
             "r = Client(p.application).get('/', buffered=True); "

@@ -5,7 +5,8 @@ import pytest
 from services.config import ConfigError, load_settings
 
 GOOD = {"SECRET_KEY": "k" * 40, "PUBLIC_BASE_URL": "https://images.example.com",
-        "GOOGLE_CLIENT_ID": "123.apps.googleusercontent.com", "GOOGLE_CLIENT_SECRET": "google-secret-value"}
+        "GOOGLE_CLIENT_ID": "123.apps.googleusercontent.com", "GOOGLE_CLIENT_SECRET": "google-secret-value",
+        "STRIPE_SECRET_KEY": "sk_test_example_key", "STRIPE_WEBHOOK_SECRET": "whsec_example_secret"}
 
 
 def load(environ=None, overrides=None, env_file=None, tmp_path=None):
@@ -19,7 +20,8 @@ def test_production_without_settings_lists_every_missing_one(tmp_path):
     assert "SECRET_KEY is missing" in message
     assert "PUBLIC_BASE_URL is missing" in message
     assert "no sign-in provider is configured" in message
-    assert message.count("\n  - ") == 3
+    assert "STRIPE_SECRET_KEY is missing" in message and "STRIPE_WEBHOOK_SECRET is missing" in message
+    assert message.count("\n  - ") == 5
     assert "Traceback" not in message
 
 
@@ -61,7 +63,8 @@ def test_env_file_then_environment_then_overrides(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("# private settings\nexport SECRET_KEY='" + "f" * 40 + "'\n"
                         "PUBLIC_BASE_URL=https://from-file.example.com\nPLAN_CREDITS=10\nDEFAULT_LANGUAGE=en\n"
-                        "GOOGLE_CLIENT_ID=gid\nGOOGLE_CLIENT_SECRET=\"quoted secret\"\n",
+                        "GOOGLE_CLIENT_ID=gid\nGOOGLE_CLIENT_SECRET=\"quoted secret\"\n"
+                        "STRIPE_SECRET_KEY=sk_test_x\nSTRIPE_WEBHOOK_SECRET=whsec_x\n",
                         encoding="utf-8")
     settings = load({"PLAN_CREDITS": "20"}, {"DEFAULT_LANGUAGE": "es"}, env_file=env_file)
     assert settings.secret_key == "f" * 40
@@ -138,3 +141,14 @@ def test_half_configured_providers_and_http_endpoints_are_refused(tmp_path):
 def test_a_provider_without_credentials_is_not_offered(tmp_path):
     settings = load({"APP_MODE": "test"}, tmp_path=tmp_path)
     assert settings.providers == () and settings.provider("google") is None
+
+
+def test_stripe_settings(tmp_path):
+    settings = load(GOOD, tmp_path=tmp_path)
+    assert settings.billing_enabled
+    assert settings.stripe_api_base == "https://api.stripe.com"
+    assert settings.stripe_form_origins == ("https://checkout.stripe.com", "https://billing.stripe.com")
+    assert "sk_test_example_key" not in repr(settings) and "whsec_example_secret" not in repr(settings)
+    with pytest.raises(ConfigError, match="STRIPE_FORM_ORIGINS must use https"):
+        load({**GOOD, "STRIPE_FORM_ORIGINS": "http://127.0.0.1:9"}, tmp_path=tmp_path)
+    assert not load({"APP_MODE": "test"}, tmp_path=tmp_path).billing_enabled

@@ -6,7 +6,7 @@ import pytest
 
 from routes import web
 from services import db, sessions
-from services.security import CONTENT_SECURITY_POLICY, safe_next
+from services.security import content_security_policy, safe_next
 from tests.conftest import BufferedClient
 
 NOW = 1_800_000_000
@@ -60,25 +60,28 @@ def start_session(tclient):
 
 
 def test_every_route_carries_the_security_headers(tclient, test_app):
+    csp = content_security_policy(test_app.settings.stripe_form_origins)
     paths = ["/", "/terms", "/privacy", "/lang/en?next=/terms", "/no-such-page", "/_test/crash",
              "/css/site.css", "/img/favicon.svg", "/robots.txt"]
     plain = [r.rule for r in test_app.routes if r.method == "GET" and "<" not in r.rule]
     assert {"/", "/terms", "/privacy"} <= set(plain)
     for path in set(paths) | set(plain):
         response = tclient.get(path)
-        assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY, path
+        assert response.headers["Content-Security-Policy"] == csp, path
         assert response.headers["X-Content-Type-Options"] == "nosniff", path
         assert response.headers["Referrer-Policy"] == "strict-origin-when-cross-origin", path
         assert response.headers["X-Frame-Options"] == "DENY", path
         assert "Strict-Transport-Security" not in response.headers, path
     for path in ("/_test/change", "/_test/hook"):
-        assert tclient.post(path).headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+        assert tclient.post(path).headers["Content-Security-Policy"] == csp
 
 
-def test_csp_forbids_inline_code():
-    assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
-    assert "default-src 'none'" in CONTENT_SECURITY_POLICY
-    assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+def test_csp_forbids_inline_code_and_lets_forms_reach_only_stripe():
+    csp = content_security_policy(("https://checkout.stripe.com", "https://billing.stripe.com"))
+    assert "'unsafe-inline'" not in csp
+    assert "default-src 'none'" in csp and "script-src 'self';" in csp and "style-src 'self';" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert "form-action 'self' https://checkout.stripe.com https://billing.stripe.com;" in csp
 
 
 def test_https_sites_send_hsts_and_a_host_prefixed_secure_cookie(make_app, database):
@@ -207,7 +210,7 @@ def test_a_crash_shows_a_styled_500_page_without_details_and_logs_them(tclient, 
 def test_wrong_method_is_405_with_the_headers(tclient):
     response = tclient.post("/terms", data={})
     assert response.status_code in (403, 405)  # the CSRF guard may answer first; both are pages
-    assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
 
 
 def test_database_outage_answers_503_with_a_message(make_app, mariadb_server):
@@ -246,7 +249,7 @@ def test_headers_over_real_http(live_server):
     base, _app = live_server
     with urllib.request.urlopen(base + "/", timeout=10) as response:
         assert response.status == 200
-        assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+        assert response.headers["Content-Security-Policy"] == content_security_policy(_app.settings.stripe_form_origins)
         assert response.headers["Content-Type"] == "text/html; charset=UTF-8"
         assert b"images-in-bulk" in response.read()
 
@@ -256,5 +259,6 @@ def test_htaccess_sends_the_same_csp_as_the_app():
 
     text = (ROOT / ".htaccess").read_text(encoding="utf-8")
     line = next(ln for ln in text.splitlines() if "Content-Security-Policy" in ln)
-    assert line.strip().endswith(f'"{CONTENT_SECURITY_POLICY}"')
+    production = content_security_policy(("https://checkout.stripe.com", "https://billing.stripe.com"))
+    assert line.strip().endswith(f'"{production}"')
     assert "Options -Indexes" in text
