@@ -25,8 +25,13 @@ class InsufficientCredits(Exception):
     """The balance is smaller than what a reservation needs."""
 
 
-def _retrying(action):
-    """Run a transaction again when MariaDB chose it as a deadlock victim (it was rolled back whole)."""
+def _retrying(action, conn: db.Connection):
+    """Run a transaction again when MariaDB chose it as a deadlock victim (it was rolled back whole).
+
+    Inside an outer transaction there is nothing to retry here: the outer one was rolled back.
+    """
+    if conn.in_transaction:
+        return action()
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
         try:
             return action()
@@ -53,13 +58,11 @@ def reserve(conn: db.Connection, user_id: int, amount: int, reference: str, now:
                     return False
                 raise InsufficientCredits(f"user {user_id} has fewer than {amount} credits")
             if not db.credit_ledger_insert(conn, user_id, -amount, "reserve", reference, now):
-                raise _AlreadyDone
+                db.credit_balance_add(conn, user_id, amount, now)  # already reserved: put it back
+                return False
             return True
 
-    try:
-        return _retrying(attempt)
-    except _AlreadyDone:  # the transaction rolled the balance back; the earlier reservation stands
-        return False
+    return _retrying(attempt, conn)
 
 
 def refund(conn: db.Connection, user_id: int, amount: int, reference: str, now: int) -> bool:
@@ -67,17 +70,16 @@ def refund(conn: db.Connection, user_id: int, amount: int, reference: str, now: 
 
     def attempt():
         with conn.transaction():
-            db.credit_balance_ensure(conn, user_id, now)
+            # The balance row first, as in reserve: one lock order, so the two never deadlock.
             if db.credit_balance_add(conn, user_id, amount, now) != 1:
-                raise RuntimeError(f"could not refund user {user_id}")
+                db.credit_balance_ensure(conn, user_id, now)
+                db.credit_balance_add(conn, user_id, amount, now)
             if not db.credit_ledger_insert(conn, user_id, amount, "refund", reference, now):
-                raise _AlreadyDone
+                db.credit_balance_add(conn, user_id, -amount, now)  # refunded already: take it back
+                return False
             return True
 
-    try:
-        return _retrying(attempt)
-    except _AlreadyDone:
-        return False
+    return _retrying(attempt, conn)
 
 
 def grant_period(conn: db.Connection, user_id: int, credits: int, reference: str, now: int) -> bool:
@@ -94,13 +96,9 @@ def grant_period(conn: db.Connection, user_id: int, credits: int, reference: str
             db.credit_balance_set(conn, user_id, credits, now)
             return True
 
-    return _retrying(attempt)
+    return _retrying(attempt, conn)
 
 
 def recent(conn: db.Connection, user_id: int, since: int, limit: int = 20) -> list[dict]:
     """A user's ledger lines since a time (the current period), newest first."""
     return db.credit_ledger_recent(conn, user_id, since, limit)
-
-
-class _AlreadyDone(Exception):
-    """Raised inside a transaction to roll it back when its ledger line already exists."""

@@ -92,3 +92,18 @@ def test_a_thousand_concurrent_reservations_from_two_processes(db_url, conn, use
     assert taken == 600 and refused == 400
     assert assert_consistent(conn, user_id) == 0
     assert conn.scalar("SELECT COUNT(*) AS n FROM credit_ledger WHERE reason = 'reserve'") == 600
+
+
+def test_reservations_inside_a_larger_transaction_stay_correct(conn, user_id):
+    credits.grant_period(conn, user_id, 10, "in_1", NOW)
+    with conn.transaction():
+        assert credits.reserve(conn, user_id, 3, "item-1", NOW) is True
+        assert credits.reserve(conn, user_id, 3, "item-1", NOW) is False
+        assert credits.refund(conn, user_id, 3, "item-1", NOW) is True
+        assert credits.refund(conn, user_id, 3, "item-1", NOW) is False
+    assert assert_consistent(conn, user_id) == 10
+
+
+def test_refund_for_a_user_without_a_balance_row_creates_it(conn, user_id):
+    assert credits.refund(conn, user_id, 2, "item-1", NOW) is True
+    assert assert_consistent(conn, user_id) == 2
