@@ -12,7 +12,7 @@ APP_ROOT = Path(__file__).resolve().parent
 if str(APP_ROOT) not in sys.path:  # Passenger and cron may start us from another folder
     sys.path.insert(0, str(APP_ROOT))
 
-from routes import auth, errors, pages, static, web  # noqa: E402
+from routes import auth, billing, errors, pages, static, web  # noqa: E402
 from services import db, i18n, oauth  # noqa: E402
 from services.config import ConfigError, Settings, load_settings  # noqa: E402
 
@@ -28,6 +28,7 @@ def create_app(overrides: dict | None = None, settings: Settings | None = None) 
     app.install(web.RequestGuard())
     pages.register(app)
     auth.register(app)
+    billing.register(app)
     if settings.serve_static:
         static.register(app)
     errors.register(app)

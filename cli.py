@@ -1,4 +1,4 @@
-"""Command line: `python cli.py initdb` creates or upgrades the database; `cleanup` is the nightly cron job."""
+"""Command line: `initdb` creates or upgrades the database, `cleanup` is the nightly cron job, `setup-stripe`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ APP_ROOT = Path(__file__).resolve().parent
 if str(APP_ROOT) not in sys.path:  # cron starts us from the home folder
     sys.path.insert(0, str(APP_ROOT))
 
-from services import auth, db, sessions  # noqa: E402
+from services import auth, billing, db, sessions  # noqa: E402
 from services.config import ConfigError, load_settings  # noqa: E402
 
 
@@ -36,13 +36,31 @@ def cmd_cleanup(settings) -> int:
     try:
         removed = sessions.purge_expired(conn, settings, now)
         flows = auth.purge(conn, now)
+        # Stripe retries a webhook for three days; a month of applied event ids is plenty.
+        events = db.stripe_events_delete_before(conn, now - 30 * 86400)
     finally:
         conn.close()
-    print(f"cleanup: {removed} expired sessions and {flows} expired sign-in flows removed")
+    print(f"cleanup: {removed} expired sessions and {flows} expired sign-in flows removed, "
+          f"{events} old webhook events forgotten")
     return 0
 
 
-COMMANDS = {"initdb": cmd_initdb, "cleanup": cmd_cleanup}
+def cmd_setup_stripe(settings) -> int:
+    """Find or create the plan's product and monthly price in Stripe; print the price id."""
+    if not settings.billing_enabled:
+        print("setup-stripe: set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET first", file=sys.stderr)
+        return 2
+    try:
+        price = billing.setup_price(billing.make_client(settings), settings)
+    except billing.StripeUnavailable as exc:
+        print(f"setup-stripe: {exc}", file=sys.stderr)
+        return 3
+    print(f"setup-stripe: the plan's price is {price} (lookup key {settings.stripe_price_lookup_key}, "
+          f"USD {settings.plan_price_usd} per month); the app finds it by its lookup key, or set STRIPE_PRICE_ID")
+    return 0
+
+
+COMMANDS = {"initdb": cmd_initdb, "cleanup": cmd_cleanup, "setup-stripe": cmd_setup_stripe}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import logging
 import bottle
 
 from routes import web
-from services import auth, sessions
+from services import auth, billing, credits, sessions
 from services.oauth import SignInError
 from services.security import safe_next
 
@@ -113,6 +113,11 @@ def register(app: web.App) -> None:
             web.redirect("/login?next=/account")
         linked = auth.identities(web.conn(), user["id"])
         linked_names = {row["provider"] for row in linked}
+        subscription = billing.current_subscription(web.conn(), user["id"])
+        since = subscription["current_period_start"] if subscription else 0
         return web.render("account/account.html", identities=linked,
                           labels={p.name: p.label for p in app.settings.providers},
-                          linkable=[p for p in app.settings.providers if p.name not in linked_names])
+                          linkable=[p for p in app.settings.providers if p.name not in linked_names],
+                          subscription=subscription, balance=credits.balance(web.conn(), user["id"]),
+                          ledger=credits.recent(web.conn(), user["id"], since, limit=10),
+                          welcome=bottle.request.query.get("welcome") == "1")

@@ -9,15 +9,17 @@ outermost layer sees every response, the 404s and 500s included.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import time
 from pathlib import Path
 
+import babel.dates
 import bottle
 import jinja2
 
-from services import db, security, sessions
+from services import billing, db, security, sessions
 from services.config import LANGUAGES, Settings
 from services.i18n import LANGUAGE_NAMES, choose_language
 
@@ -59,6 +61,8 @@ class App(bottle.Bottle):
         self.database = database
         self.translations = translations
         self.templates = make_templates(translations)
+        self.stripe = None  # a StripeClient, made on first use when billing is configured
+        self.price_id = settings.stripe_price_id or None
         self._static_versions: dict[str, str] = {}
         self.templates.globals["static_url"] = self.static_url
 
@@ -121,7 +125,14 @@ def make_templates(translations: dict) -> jinja2.Environment:
     def ngettext(context, singular, plural, n):
         return translations[context["lang"]].ngettext(singular, plural, n)
 
+    @jinja2.pass_context
+    def day(context, timestamp):
+        """A Unix time as a date in the page's language (e.g. 23 de noviembre de 2026)."""
+        moment = datetime.datetime.fromtimestamp(int(timestamp), tz=datetime.UTC)
+        return babel.dates.format_date(moment.date(), format="long", locale=context["lang"])
+
     env.install_gettext_callables(gettext, ngettext, newstyle=True)
+    env.filters["day"] = day
     return env
 
 
@@ -214,11 +225,14 @@ def render(template: str, **context) -> str:
     """Render a template in this request's language with the values every page needs."""
     language = lang()
     path = bottle.request.fullpath
+    user = current_user() if bottle.request.get_cookie(sessions.cookie_name(app().settings)) else None
     base = {
         "lang": language,
         "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
         "current_path": path if not bottle.request.query_string else f"{path}?{bottle.request.query_string}",
-        "user": current_user() if bottle.request.get_cookie(sessions.cookie_name(app().settings)) else None,
+        "user": user,
+        # The plan's state drives the past-due banner on every page of a signed-in subscriber.
+        "plan": billing.access(billing.current_subscription(conn(), user["id"]), now()) if user else None,
         "csrf_token": csrf_token,
         "settings": app().settings,
     }

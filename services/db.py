@@ -545,3 +545,72 @@ def credit_ledger_sum(conn: Connection, user_id: int) -> int:
     """The sum of a user's ledger lines (equals the balance)."""
     return int(conn.scalar("SELECT COALESCE(SUM(delta), 0) AS s FROM credit_ledger WHERE user_id = ?",
                            (user_id,)) or 0)
+
+
+# --- billing -----------------------------------------------------------------------------------
+
+def user_stripe_customer(conn: Connection, user_id: int) -> str | None:
+    """The Stripe customer id of a user, or None."""
+    return conn.scalar("SELECT stripe_customer_id FROM users WHERE id = ?", (user_id,))
+
+
+def user_set_stripe_customer(conn: Connection, user_id: int, customer_id: str) -> None:
+    """Remember a user's Stripe customer id."""
+    conn.execute("UPDATE users SET stripe_customer_id = ? WHERE id = ?", (customer_id, user_id))
+
+
+def user_by_stripe_customer(conn: Connection, customer_id: str) -> dict | None:
+    """The user with this Stripe customer id, or None."""
+    return conn.one("SELECT id, display_name, email FROM users WHERE stripe_customer_id = ?", (customer_id,))
+
+
+_SUBSCRIPTION_COLUMNS = ("id, user_id, stripe_subscription_id, stripe_customer_id, status, price_id, "
+                         "current_period_start, current_period_end, cancel_at_period_end, cancel_at, ended_at, "
+                         "created_at, updated_at")
+
+
+def subscription_latest(conn: Connection, user_id: int) -> dict | None:
+    """A user's most recent subscription row, or None."""
+    return conn.one(f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = ? ORDER BY id DESC LIMIT 1",
+                    (user_id,))
+
+
+def subscription_by_stripe_id(conn: Connection, stripe_subscription_id: str) -> dict | None:
+    """The subscription row for a Stripe subscription id, or None."""
+    return conn.one(f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE stripe_subscription_id = ?",
+                    (stripe_subscription_id,))
+
+
+def subscription_upsert(conn: Connection, user_id: int, fields: dict, now: int) -> None:
+    """Store a subscription as Stripe describes it now (insert, or update the row with its Stripe id)."""
+    values = (fields["customer"], fields["status"], fields["price_id"], fields["current_period_start"],
+              fields["current_period_end"], int(fields["cancel_at_period_end"]), fields["cancel_at"],
+              fields["ended_at"], now)
+    changed = conn.execute(
+        "UPDATE subscriptions SET stripe_customer_id = ?, status = ?, price_id = ?, current_period_start = ?, "
+        "current_period_end = ?, cancel_at_period_end = ?, cancel_at = ?, ended_at = ?, updated_at = ? "
+        "WHERE stripe_subscription_id = ?", (*values, fields["id"]))
+    if changed == 0 and subscription_by_stripe_id(conn, fields["id"]) is None:
+        conn.execute(
+            "INSERT INTO subscriptions (user_id, stripe_subscription_id, stripe_customer_id, status, price_id, "
+            "current_period_start, current_period_end, cancel_at_period_end, cancel_at, ended_at, updated_at, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (user_id, fields["id"], *values, now))
+
+
+def stripe_event_seen(conn: Connection, event_id: str) -> bool:
+    """True when this webhook event was applied already."""
+    return conn.one("SELECT id FROM stripe_events WHERE id = ?", (event_id,)) is not None
+
+
+def stripe_event_insert(conn: Connection, event_id: str, kind: str, now: int) -> bool:
+    """Record a webhook event as applied; False when it already was (call inside the effects' transaction)."""
+    if conn.engine == "mysql":
+        sql = "INSERT INTO stripe_events (id, type, received_at) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE id = id"
+    else:
+        sql = "INSERT INTO stripe_events (id, type, received_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING"
+    return conn.execute(sql, (event_id, kind, now)) == 1
+
+
+def stripe_events_delete_before(conn: Connection, before: int) -> int:
+    """Forget applied webhook events older than a time (Stripe stops retrying after three days)."""
+    return conn.execute("DELETE FROM stripe_events WHERE received_at < ?", (before,))

@@ -70,7 +70,8 @@ def test_initdb_command_creates_then_finds_nothing_to_do(db_url):
     assert second.returncode == 0 and f"already at schema version {latest}" in second.stdout
     cleanup = run(["cli.py", "cleanup"], env=env)
     assert cleanup.returncode == 0
-    assert cleanup.stdout.startswith("cleanup: 0 expired sessions and 0 expired sign-in flows removed")
+    assert cleanup.stdout.startswith("cleanup: 0 expired sessions and 0 expired sign-in flows removed, "
+                                     "0 old webhook events forgotten")
 
 
 def test_cli_reports_bad_settings_and_a_dead_database_in_one_line(tmp_path):
