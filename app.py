@@ -13,6 +13,7 @@ if str(APP_ROOT) not in sys.path:  # Passenger and cron may start us from anothe
     sys.path.insert(0, str(APP_ROOT))
 
 from routes import auth, billing, errors, pages, static, web  # noqa: E402
+from services import billing as billing_service  # noqa: E402
 from services import db, i18n, oauth  # noqa: E402
 from services.config import ConfigError, Settings, load_settings  # noqa: E402
 
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         db.initdb(database)
     app = create_app(settings=settings)
+    if args.demo:  # the stand-in starts empty: create the plan's product and price in it
+        app.billing["price_id"] = billing_service.setup_price(billing_service.make_client(settings), settings)
     print(f"images-in-bulk {'demo ' if args.demo else ''}running at {settings.public_base_url}/ "
           f"({database.describe()}); press Ctrl+C to stop", flush=True)
     try:

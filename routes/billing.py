@@ -35,18 +35,18 @@ def register(app: web.App) -> None:
     def stripe_client():
         if not app.settings.billing_enabled:
             raise bottle.HTTPError(404)
-        if app.stripe is None:
-            app.stripe = billing.make_client(app.settings)
-        return app.stripe
+        if app.billing["client"] is None:
+            app.billing["client"] = billing.make_client(app.settings)
+        return app.billing["client"]
 
     def price_id():
-        if not app.price_id:
-            app.price_id = app.settings.stripe_price_id or billing.find_price(stripe_client(), app.settings)
-        if not app.price_id:
+        if not app.billing["price_id"]:
+            app.billing["price_id"] = billing.find_price(stripe_client(), app.settings)
+        if not app.billing["price_id"]:
             log.error("no Stripe price with lookup key %s: run `python cli.py setup-stripe`",
                       app.settings.stripe_price_lookup_key)
             raise billing.StripeUnavailable("the plan's price is not set up")
-        return app.price_id
+        return app.billing["price_id"]
 
     def signed_in_user(next_path):
         user = web.current_user()

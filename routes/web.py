@@ -61,8 +61,9 @@ class App(bottle.Bottle):
         self.database = database
         self.translations = translations
         self.templates = make_templates(translations)
-        self.stripe = None  # a StripeClient, made on first use when billing is configured
-        self.price_id = settings.stripe_price_id or None
+        # Made on first use when billing is configured: the StripeClient and the plan's price id.
+        # (A dict: Bottle refuses to let an app attribute be assigned twice.)
+        self.billing = {"client": None, "price_id": settings.stripe_price_id or None}
         self._static_versions: dict[str, str] = {}
         self.templates.globals["static_url"] = self.static_url
 

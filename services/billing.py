@@ -72,10 +72,10 @@ def make_client(settings: Settings) -> stripe.StripeClient:
                                max_network_retries=2, http_client=stripe.RequestsClient(timeout=(5, 30)))
 
 
-def _call(what: str, action):
-    """Run a Stripe call; network failures and API errors become StripeUnavailable (logged without secrets)."""
+def _call(what: str, action) -> dict:
+    """Run a Stripe call and return its object as a plain dict; failures become StripeUnavailable (no secrets)."""
     try:
-        return action()
+        return action().to_dict()
     except stripe.StripeError as exc:
         log.error("Stripe %s failed: %s (request %s)", what, type(exc).__name__, getattr(exc, "request_id", None))
         raise StripeUnavailable(f"Stripe {what} failed: {type(exc).__name__}") from None
@@ -87,7 +87,7 @@ def find_price(client: stripe.StripeClient, settings: Settings) -> str | None:
     """The id of the plan's active monthly price, found by its lookup key, or None."""
     prices = _call("price lookup", lambda: client.v1.prices.list(
         params={"lookup_keys": [settings.stripe_price_lookup_key], "active": True, "limit": 1}))
-    return prices.data[0].id if prices.data else None
+    return prices["data"][0]["id"] if prices["data"] else None
 
 
 def setup_price(client: stripe.StripeClient, settings: Settings) -> str:
@@ -96,7 +96,7 @@ def setup_price(client: stripe.StripeClient, settings: Settings) -> str:
     if found:
         return found
     try:
-        product = client.v1.products.retrieve(PRODUCT_ID)
+        product = client.v1.products.retrieve(PRODUCT_ID).to_dict()
     except stripe.InvalidRequestError:
         product = _call("product creation", lambda: client.v1.products.create(
             params={"id": PRODUCT_ID, "name": "images-in-bulk Bulk",
@@ -107,11 +107,11 @@ def setup_price(client: stripe.StripeClient, settings: Settings) -> str:
         raise StripeUnavailable(f"Stripe product lookup failed: {type(exc).__name__}") from None
     amount = settings.plan_price_usd * 100
     price = _call("price creation", lambda: client.v1.prices.create(
-        params={"product": product.id, "unit_amount": amount, "currency": "usd",
+        params={"product": product["id"], "unit_amount": amount, "currency": "usd",
                 "recurring": {"interval": "month"}, "lookup_key": settings.stripe_price_lookup_key,
                 "nickname": "Bulk monthly"},
         options={"idempotency_key": f"iib-price-{settings.stripe_price_lookup_key}-{amount}"}))
-    return price.id
+    return price["id"]
 
 
 # --- access ------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def start_checkout(conn: db.Connection, client: stripe.StripeClient, settings: S
     key = f"iib-checkout-{user['id']}-{customer or ''}-{now // 600}"
     session = _call("checkout", lambda: client.v1.checkout.sessions.create(
         params=params, options={"idempotency_key": key}))
-    return session.url
+    return session["url"]
 
 
 def portal_url(conn: db.Connection, client: stripe.StripeClient, settings: Settings, user_id: int) -> str:
@@ -176,7 +176,7 @@ def portal_url(conn: db.Connection, client: stripe.StripeClient, settings: Setti
         raise NotACustomer("the user has no Stripe customer")
     session = _call("portal", lambda: client.v1.billing_portal.sessions.create(
         params={"customer": customer, "return_url": settings.url("/account")}))
-    return session.url
+    return session["url"]
 
 
 # --- reading Stripe's objects -------------------------------------------------------------------
@@ -252,12 +252,12 @@ def handle_webhook(conn: db.Connection, client: stripe.StripeClient, settings: S
                    signature: str | None, now: int) -> str:
     """Verify and apply one webhook event; return what happened (applied, duplicate, ignored)."""
     try:
-        event = client.construct_event(payload, signature, settings.stripe_webhook_secret)
+        event = client.construct_event(payload, signature, settings.stripe_webhook_secret).to_dict()
     except (stripe.SignatureVerificationError, ValueError) as exc:
         raise BadSignature(f"webhook refused: {type(exc).__name__}") from None
-    if db.stripe_event_seen(conn, event.id):
+    if db.stripe_event_seen(conn, event["id"]):
         return "duplicate"
-    kind, obj = event.type, event.data.object
+    kind, obj = event["type"], event["data"]["object"]
     subscription, invoice, checkout = None, None, None
     if kind == "checkout.session.completed":
         checkout = obj
@@ -271,7 +271,7 @@ def handle_webhook(conn: db.Connection, client: stripe.StripeClient, settings: S
         if subscription_id:
             subscription = _fetch_subscription(client, subscription_id)
     with conn.transaction():
-        if not db.stripe_event_insert(conn, event.id, kind, now):
+        if not db.stripe_event_insert(conn, event["id"], kind, now):
             return "duplicate"
         if kind not in HANDLED_EVENTS:
             return "ignored"
@@ -280,7 +280,7 @@ def handle_webhook(conn: db.Connection, client: stripe.StripeClient, settings: S
         user_id = _apply_subscription(conn, subscription, now) if subscription else None
         if kind == "invoice.paid" and user_id is not None:
             _grant_for_invoice(conn, settings, user_id, invoice)
-    log.info("applied Stripe event %s (%s)", event.id, kind)
+    log.info("applied Stripe event %s (%s)", event["id"], kind)
     return "applied"
 
 

@@ -219,6 +219,34 @@ def signin_app(make_app, database, idp):
     return app
 
 
+# --- the Stripe stand-in ------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_stripe():
+    """tools/fake_stripe.py on a free loopback port."""
+    from tools.fake_stripe import FakeStripe
+
+    server = FakeStripe().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def shop(serve, idp, fake_stripe):
+    """A live app that signs in through the identity stand-in and bills through the Stripe stand-in.
+
+    The stand-in sends its webhooks to this app over HTTP; the plan's price is set up. Yields (base_url, app).
+    """
+    from services import billing
+    from tools.demo import stripe_settings
+
+    base_url, app = serve(**idp_settings(idp), **stripe_settings(fake_stripe))
+    register_clients(idp, base_url)
+    fake_stripe.webhook_url = f"{base_url}/stripe/webhook"
+    app.billing["price_id"] = billing.setup_price(billing.make_client(app.settings), app.settings)
+    return base_url, app
+
+
 # --- Chromium -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")

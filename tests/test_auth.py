@@ -15,71 +15,14 @@ import requests
 from routes import web
 from services import db, sessions
 from tests.conftest import IDP_CLIENTS, BufferedClient, idp_settings, register_clients
+from tests.visitors import Visitor, assert_refused, english, signed_in_sessions
 
 BASE = "http://127.0.0.1:8000"
-
-
-class Visitor:
-    """A browser: cookies for our app (in-process) and plain HTTP requests to the stand-in."""
-
-    def __init__(self, app):
-        self.app = app
-        self.client = BufferedClient(app)
-
-    def cookie(self):
-        found = self.client.get_cookie(sessions.cookie_name(self.app.settings))
-        return found.value if found else None
-
-    def start(self, provider, query=""):
-        response = self.client.get(f"/auth/{provider}/start{query}")
-        assert response.status_code == 302, response.text
-        location = response.headers["Location"]
-        parts = urlsplit(location)
-        return f"{parts.scheme}://{parts.netloc}{parts.path}", {k: v[0] for k, v in parse_qs(parts.query).items()}
-
-    def choose(self, authorize, account=None, cancel=False):
-        url, params = authorize
-        form = dict(params, cancel="1") if cancel else dict(params, account=account)
-        with requests.post(url, data=form, allow_redirects=False, timeout=10) as answer:
-            assert answer.status_code == 302, answer.text
-            location = answer.headers["Location"]
-        assert location.startswith(BASE), location
-        parts = urlsplit(location)
-        return parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()}
-
-    def callback(self, returned):
-        path, query = returned
-        return self.client.get(f"{path}?{urlencode(query)}")
-
-    def sign_in(self, provider, account, query=""):
-        return self.callback(self.choose(self.start(provider, query), account))
-
-    def is_signed_in(self):
-        response = self.client.get("/account")
-        return response.status_code == 200
-
-
-def signed_in_sessions(conn):
-    return conn.scalar("SELECT COUNT(*) AS n FROM sessions WHERE user_id IS NOT NULL")
-
-
-def assert_refused(response, visitor, conn, status=400, text=None):
-    assert response.status_code == status, response.text
-    assert "Location" not in response.headers
-    assert signed_in_sessions(conn) == 0
-    assert not visitor.is_signed_in()
-    if text:
-        assert text in response.text
 
 
 @pytest.fixture
 def visitor(signin_app):
     return Visitor(signin_app)
-
-
-def english(visitor):
-    visitor.client.set_cookie(web.LANG_COOKIE, "en")
-    return visitor
 
 
 # --- happy paths ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Callable
 
 from tools.fake_idp import FakeIdP
+from tools.fake_stripe import FakeStripe
 
 
 def provider_settings(idp: FakeIdP, clients: dict[str, tuple[str, str]]) -> dict[str, str]:
@@ -22,8 +23,14 @@ def provider_settings(idp: FakeIdP, clients: dict[str, tuple[str, str]]) -> dict
     return settings
 
 
+def stripe_settings(fake: FakeStripe) -> dict[str, str]:
+    """App settings that point billing at the Stripe stand-in (API, webhook secret, Checkout/Portal origin)."""
+    return {"STRIPE_SECRET_KEY": fake.api_key, "STRIPE_WEBHOOK_SECRET": fake.webhook_secret,
+            "STRIPE_API_BASE": fake.base_url, "STRIPE_FORM_ORIGINS": fake.base_url}
+
+
 def start_stand_ins(base_url: str) -> tuple[dict[str, str], list[Callable[[], None]]]:
-    """Start the identity-provider stand-in (as Google and Microsoft) for an app at base_url.
+    """Start the stand-ins for an app at base_url: the identity provider (as Google and Microsoft) and Stripe.
 
     Returns the setting overrides for the app and the functions that stop what was started.
     """
@@ -35,4 +42,7 @@ def start_stand_ins(base_url: str) -> tuple[dict[str, str], list[Callable[[], No
         idp.add_client(realm, client_id=clients[realm][0], client_secret=clients[realm][1],
                        redirect_uris=[f"{base_url}/auth/{realm}/callback"])
     idp.with_demo_accounts().start()
-    return provider_settings(idp, clients), [idp.stop]
+    fake_stripe = FakeStripe(api_key="sk_test_demo_" + secrets.token_hex(12),
+                             webhook_secret="whsec_demo_" + secrets.token_hex(16),
+                             webhook_url=f"{base_url}/stripe/webhook").start()
+    return {**provider_settings(idp, clients), **stripe_settings(fake_stripe)}, [idp.stop, fake_stripe.stop]
