@@ -19,6 +19,8 @@ from services import credits, db
 from services.config import Settings
 
 log = logging.getLogger(__name__)
+# stripe-python logs every request (and at DEBUG its parameters, e.g. customers' emails).
+logging.getLogger("stripe").setLevel(logging.WARNING)
 
 PRODUCT_ID = "images_in_bulk_bulk"
 LIVE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")

@@ -103,6 +103,22 @@ def sign_in_through_the_demo_stand_in(base):
             account = browser.post(action, data={**fields, "account": sub}, timeout=10)
             assert account.url == base + "/account", account.url
             assert "Ana García" in account.text
+            if provider == "google":
+                subscribe_through_the_demo_stand_in(browser, base)
+
+
+def subscribe_through_the_demo_stand_in(browser, base):
+    """The signed-in visitor subscribes: the pricing form, the stand-in's Checkout page, Pay, 300 credits."""
+    import re
+
+    pricing = browser.get(base + "/pricing", timeout=10)
+    token = re.search(r'action="/billing/checkout">\s*<input type="hidden" name="csrf_token" value="([^"]+)"',
+                      pricing.text).group(1)
+    checkout = browser.post(base + "/billing/checkout", data={"csrf_token": token}, timeout=10)
+    assert checkout.status_code == 200 and 'id="pay"' in checkout.text, checkout.url
+    paid = browser.post(checkout.url, data={"action": "pay"}, timeout=10)
+    assert paid.url == base + "/account?welcome=1", paid.url
+    assert '<dd class="credits-left">300</dd>' in paid.text
 
 
 def test_demo_command_serves_the_landing_page_in_both_languages(tmp_path):

@@ -1,5 +1,8 @@
 """The pages in a real Chromium: the strict CSP holds (no violation), the CSS applies, the switch works."""
 
+import datetime
+
+import babel.dates
 import pytest
 
 pytestmark = pytest.mark.browser
@@ -129,3 +132,30 @@ def test_microsoft_sign_in_and_cancel_in_the_browser(page, serve, idp):
     page.click("button.account[data-sub='m-2002']")
     page.wait_for_url(base + "/account")
     assert page.text_content(".account-name").strip() == "Chloé Dubois"
+
+
+def test_subscribe_through_checkout_then_cancel_in_the_portal(page, shop, fake_stripe):
+    """Sign in, subscribe (a form POST redirected to Checkout: the CSP's form-action must allow it), pay,
+    see the credits, cancel in the portal, and see the end date."""
+    base, app = shop
+    page.goto(base + "/login?next=/pricing")
+    page.click("a.provider-google")
+    page.click("button.account[data-sub='g-1001']")
+    page.wait_for_url(base + "/pricing")
+    page.click("#subscribe")
+    page.wait_for_url(fake_stripe.base_url + "/c/pay/**")
+    page.click("#pay")
+    page.wait_for_url(base + "/account?welcome=1")
+    assert page.text_content(".credits-left").strip() == "300"
+    assert "Activo" in page.text_content(".plan-state")
+    page.click("#manage-billing")
+    page.wait_for_url(fake_stripe.base_url + "/p/session/**")
+    page.click("#cancel-subscription")
+    page.click("#return")
+    page.wait_for_url(base + "/account")
+    assert "Cancelado" in page.text_content(".plan-state")
+    end = fake_stripe.subscriptions[next(iter(fake_stripe.subscriptions))]["items"]["data"][0]["current_period_end"]
+    expected = datetime.datetime.fromtimestamp(end, tz=datetime.UTC).date()
+    assert page.text_content(".plan-date").strip() == babel.dates.format_date(expected, format="long", locale="es")
+    refused = [p for p in page.problems if "Content Security Policy" in p]
+    assert refused == [], refused
