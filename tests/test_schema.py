@@ -16,7 +16,8 @@ def test_schema_twins_match(sqlite_url, mariadb_url):
     sqlite, mysql = described["sqlite"], described["mysql"]
     assert sorted(sqlite) == sorted(mysql)
     assert {"users", "identities", "sessions", "schema_migrations", "auth_flows", "rate_limits",
-            "subscriptions", "credit_balances", "credit_ledger", "stripe_events"} <= set(mysql)
+            "subscriptions", "credit_balances", "credit_ledger", "stripe_events",
+            "batches", "batch_items", "worker_state", "upstream_calls"} <= set(mysql)
     for table in mysql:
         assert sqlite[table]["columns"] == mysql[table]["columns"], table
         assert sqlite[table]["unique"] == mysql[table]["unique"], table

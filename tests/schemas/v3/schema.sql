@@ -1,0 +1,123 @@
+-- images-in-bulk: the MariaDB schema (the production truth). Run it with `python cli.py initdb`.
+-- schema-version: 3
+--
+-- Its SQLite twin is schema.sqlite.sql; tests/test_schema.py keeps the two in step.
+-- Times are Unix seconds. Changes after version 1 come as numbered files in migrations/.
+
+CREATE TABLE IF NOT EXISTS schema_migrations (
+  version INT NOT NULL PRIMARY KEY,
+  applied_at BIGINT NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- A person who signs in; one user may have several identities (Google, Microsoft).
+CREATE TABLE IF NOT EXISTS users (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  display_name VARCHAR(200) NOT NULL DEFAULT '',
+  email VARCHAR(320) NOT NULL DEFAULT '',
+  created_at BIGINT NOT NULL,
+  last_login_at BIGINT NOT NULL,
+  stripe_customer_id VARCHAR(255) NULL,
+  UNIQUE KEY uq_users_stripe_customer (stripe_customer_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- An account at an identity provider, keyed by (provider, issuer, subject): never by email.
+CREATE TABLE IF NOT EXISTS identities (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  user_id BIGINT NOT NULL,
+  provider VARCHAR(32) NOT NULL,
+  issuer VARCHAR(255) NOT NULL,
+  subject VARCHAR(255) NOT NULL,
+  email VARCHAR(320) NOT NULL DEFAULT '',
+  display_name VARCHAR(200) NOT NULL DEFAULT '',
+  created_at BIGINT NOT NULL,
+  last_login_at BIGINT NOT NULL,
+  UNIQUE KEY uq_identities_subject (provider, issuer, subject),
+  KEY ix_identities_user (user_id),
+  CONSTRAINT fk_identities_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Server-side sessions. id is an HMAC-SHA256 of the cookie's random token, so a copy of
+-- this table does not let anyone act as a visitor. user_id is NULL before sign-in.
+CREATE TABLE IF NOT EXISTS sessions (
+  id CHAR(64) NOT NULL PRIMARY KEY,
+  user_id BIGINT NULL,
+  csrf_token VARCHAR(64) NOT NULL,
+  data TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  last_seen_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  KEY ix_sessions_user (user_id),
+  KEY ix_sessions_expires (expires_at),
+  CONSTRAINT fk_sessions_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Sign-in flows: state, nonce and PKCE verifier, bound to the pre-login session, 10 minutes.
+CREATE TABLE IF NOT EXISTS auth_flows (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  session_id CHAR(64) NOT NULL,
+  provider VARCHAR(32) NOT NULL,
+  state VARCHAR(64) NOT NULL,
+  nonce VARCHAR(64) NOT NULL,
+  code_verifier VARCHAR(128) NOT NULL,
+  next_path VARCHAR(500) NOT NULL DEFAULT '/account',
+  link_user_id BIGINT NULL,
+  created_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  KEY ix_auth_flows_session (session_id),
+  KEY ix_auth_flows_expires (expires_at),
+  CONSTRAINT fk_auth_flows_session FOREIGN KEY (session_id) REFERENCES sessions (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS rate_limits (
+  bucket VARCHAR(191) NOT NULL,
+  window_start BIGINT NOT NULL,
+  hits INT NOT NULL,
+  PRIMARY KEY (bucket, window_start)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Billing: subscriptions as Stripe reports them, the credits ledger and its balance, applied webhook events.
+CREATE TABLE IF NOT EXISTS subscriptions (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  user_id BIGINT NOT NULL,
+  stripe_subscription_id VARCHAR(255) NOT NULL,
+  stripe_customer_id VARCHAR(255) NOT NULL,
+  status VARCHAR(32) NOT NULL,
+  price_id VARCHAR(255) NOT NULL DEFAULT '',
+  current_period_start BIGINT NOT NULL DEFAULT 0,
+  current_period_end BIGINT NOT NULL DEFAULT 0,
+  cancel_at_period_end INT NOT NULL DEFAULT 0,
+  cancel_at BIGINT NULL,
+  ended_at BIGINT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  UNIQUE KEY uq_subscriptions_stripe (stripe_subscription_id),
+  KEY ix_subscriptions_user (user_id),
+  CONSTRAINT fk_subscriptions_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS credit_balances (
+  user_id BIGINT NOT NULL PRIMARY KEY,
+  balance INT NOT NULL DEFAULT 0,
+  updated_at BIGINT NOT NULL,
+  CONSTRAINT ck_credit_balances_positive CHECK (balance >= 0),
+  CONSTRAINT fk_credit_balances_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS credit_ledger (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  user_id BIGINT NOT NULL,
+  delta INT NOT NULL,
+  reason VARCHAR(32) NOT NULL,
+  reference VARCHAR(191) NOT NULL,
+  created_at BIGINT NOT NULL,
+  UNIQUE KEY uq_credit_ledger_reference (reason, reference),
+  KEY ix_credit_ledger_user (user_id, id),
+  CONSTRAINT fk_credit_ledger_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS stripe_events (
+  id VARCHAR(255) NOT NULL PRIMARY KEY,
+  type VARCHAR(100) NOT NULL,
+  received_at BIGINT NOT NULL,
+  KEY ix_stripe_events_received (received_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
