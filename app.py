@@ -12,9 +12,12 @@ APP_ROOT = Path(__file__).resolve().parent
 if str(APP_ROOT) not in sys.path:  # Passenger and cron may start us from another folder
     sys.path.insert(0, str(APP_ROOT))
 
-from routes import auth, billing, errors, pages, static, web  # noqa: E402
+import bottle  # noqa: E402
+
+from routes import api, auth, billing, errors, pages, static, web  # noqa: E402
 from services import billing as billing_service  # noqa: E402
-from services import db, i18n, oauth  # noqa: E402
+from services import catalog as model_catalog  # noqa: E402
+from services import db, i18n, oauth, worker  # noqa: E402
 from services.config import ConfigError, Settings, load_settings  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -25,11 +28,20 @@ def create_app(overrides: dict | None = None, settings: Settings | None = None) 
     settings = settings or load_settings(overrides)
     if settings.app_mode != "production":
         oauth.allow_plain_http_for_stand_ins()
-    app = web.App(settings, db.Database(settings.database_url), i18n.load_translations())
+    try:
+        models = model_catalog.load(settings.model_catalog or None)
+    except model_catalog.CatalogError as exc:
+        raise ConfigError([str(exc)]) from None
+    # Bottle keeps form bodies up to MEMFILE_MAX in memory and refuses larger url-encoded ones;
+    # a batch of 200 long prompts is bigger than its 100 KB default. (A class attribute: Bottle
+    # reads it there only.)
+    bottle.BaseRequest.MEMFILE_MAX = max(bottle.BaseRequest.MEMFILE_MAX, settings.upload_max_bytes + 65536)
+    app = web.App(settings, db.Database(settings.database_url), i18n.load_translations(), models)
     app.install(web.RequestGuard())
     pages.register(app)
     auth.register(app)
     billing.register(app)
+    api.register(app)
     if settings.serve_static:
         static.register(app)
     errors.register(app)
@@ -71,16 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         overrides.update({"APP_MODE": "demo", "PUBLIC_BASE_URL": base_url})
     try:
         settings = load_settings(overrides)
+        app = create_app(settings=settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    database = db.Database(settings.database_url)
+    database = app.database
     if args.demo:
         db.initdb(database)
-    app = create_app(settings=settings)
-    if args.demo:  # the stand-in starts empty: create the plan's product and price in it
+        # The Stripe stand-in starts empty: create the plan's product and price in it.
         app.billing["price_id"] = billing_service.setup_price(billing_service.make_client(settings), settings)
+    if settings.worker_launch == "thread":
+        worker.start_thread(settings, database, app.catalog)
     print(f"images-in-bulk {'demo ' if args.demo else ''}running at {settings.public_base_url}/ "
           f"({database.describe()}); press Ctrl+C to stop", flush=True)
     try:

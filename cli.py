@@ -1,8 +1,9 @@
-"""Command line: `initdb` creates or upgrades the database, `cleanup` is the nightly cron job, `setup-stripe`."""
+"""Command line: initdb, cleanup (nightly cron), worker (cron every minute), setup-stripe, models-check."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,8 @@ APP_ROOT = Path(__file__).resolve().parent
 if str(APP_ROOT) not in sys.path:  # cron starts us from the home folder
     sys.path.insert(0, str(APP_ROOT))
 
-from services import auth, billing, db, sessions  # noqa: E402
+from services import auth, billing, db, openai_images, sessions, worker  # noqa: E402
+from services import catalog as model_catalog  # noqa: E402
 from services.config import ConfigError, load_settings  # noqa: E402
 
 
@@ -38,10 +40,12 @@ def cmd_cleanup(settings) -> int:
         flows = auth.purge(conn, now)
         # Stripe retries a webhook for three days; a month of applied event ids is plenty.
         events = db.stripe_events_delete_before(conn, now - 30 * 86400)
+        expired, orphans, leases = worker.cleanup(conn, settings, now)
     finally:
         conn.close()
     print(f"cleanup: {removed} expired sessions and {flows} expired sign-in flows removed, "
-          f"{events} old webhook events forgotten")
+          f"{events} old webhook events forgotten, {expired} uncollected images expired, "
+          f"{orphans} orphan files deleted, {leases} stale leases released")
     return 0
 
 
@@ -60,7 +64,39 @@ def cmd_setup_stripe(settings) -> int:
     return 0
 
 
-COMMANDS = {"initdb": cmd_initdb, "cleanup": cmd_cleanup, "setup-stripe": cmd_setup_stripe}
+def cmd_worker(settings, max_seconds: float | None = None, once: bool = False) -> int:
+    """Work the queue until it is empty, the time limit passes, or (--once) one item is done."""
+    catalog = model_catalog.load(settings.model_catalog or None)
+    stats = worker.run(settings, db.Database(settings.database_url), catalog, max_seconds=max_seconds, once=once)
+    print("worker: " + (", ".join(f"{count} {outcome}" for outcome, count in sorted(stats.items())) or "nothing to do"))
+    return 0
+
+
+def cmd_models_check(settings) -> int:
+    """Compare the catalogue with the models the key can use; warn about retirements."""
+    catalog = model_catalog.load(settings.model_catalog or None)
+    try:
+        available = openai_images.list_models(settings.openai_base_url, settings.openai_api_key)
+    except openai_images.ImageAPIError as exc:
+        print(f"models-check: cannot list the models ({exc.kind}: {exc.message})", file=sys.stderr)
+        return 3
+    today = datetime.date.today()
+    problems = 0
+    for model in catalog.models:
+        notes = []
+        if model.id not in available:
+            notes.append("NOT available to this key")
+            problems += 1
+        if model.retires and model.retired(today):
+            notes.append(f"retired on {model.retires} (hidden from the form)")
+        elif model.retires and (model.retires - today).days <= 30:
+            notes.append(f"retires on {model.retires}, in {(model.retires - today).days} days")
+        print(f"models-check: {model.id}: {'; '.join(notes) or 'ok'}")
+    return 1 if problems else 0
+
+
+COMMANDS = {"initdb": cmd_initdb, "cleanup": cmd_cleanup, "setup-stripe": cmd_setup_stripe, "worker": cmd_worker,
+            "models-check": cmd_models_check}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,9 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="images-in-bulk maintenance commands.")
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("--demo", action="store_true", help="act on the local demo's database")
+    parser.add_argument("--max-seconds", type=float, default=None, help="worker: stop taking items after this long")
+    parser.add_argument("--once", action="store_true", help="worker: do one item and stop")
     args = parser.parse_args(argv)
     try:
         settings = load_settings({"APP_MODE": "demo"} if args.demo else None)
+        if args.command == "worker":
+            return cmd_worker(settings, args.max_seconds, args.once)
         return COMMANDS[args.command](settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -78,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except db.DatabaseUnavailable as exc:
         print(f"{args.command}: the database is unavailable: {exc}", file=sys.stderr)
         return 3
-    except db.SchemaError as exc:
+    except (db.SchemaError, model_catalog.CatalogError) as exc:
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 4
 

@@ -74,6 +74,21 @@ class Settings:
     stripe_price_lookup_key: str = "images_in_bulk_bulk_monthly"
     stripe_api_base: str = "https://api.stripe.com"
     stripe_form_origins: tuple[str, ...] = ("https://checkout.stripe.com", "https://billing.stripe.com")
+    openai_api_key: str = dataclasses.field(default="", repr=False)
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_read_timeout: int = 300
+    worker_slots: int = 4
+    images_per_minute: int = 50
+    worker_launch: str = "none"
+    model_catalog: str = ""
+    prompt_separator: str = ", "
+    upload_max_bytes: int = 1048576
+    quota_pause_seconds: int = 900
+
+    @property
+    def results_dir(self) -> Path:
+        """Where finished images wait for the browser (under VAR_DIR, outside the web root)."""
+        return self.var_dir / "results"
 
     @property
     def billing_enabled(self) -> bool:
@@ -131,6 +146,16 @@ _SPEC: dict[str, tuple[object, str]] = {
     "STRIPE_PRICE_LOOKUP_KEY": ("images_in_bulk_bulk_monthly", "text"),
     "STRIPE_API_BASE": ("https://api.stripe.com", "url"),
     "STRIPE_FORM_ORIGINS": ("https://checkout.stripe.com https://billing.stripe.com", "origins"),
+    "OPENAI_API_KEY": (None, "text"),
+    "OPENAI_BASE_URL": ("https://api.openai.com/v1", "url"),
+    "OPENAI_READ_TIMEOUT": ("300", "positive_int"),
+    "WORKER_SLOTS": ("4", "positive_int"),
+    "IMAGES_PER_MINUTE": ("50", "positive_int"),
+    "WORKER_LAUNCH": ("", "launch"),
+    "MODEL_CATALOG": ("", "path"),
+    "PROMPT_SEPARATOR": (", ", "separator"),
+    "UPLOAD_MAX_BYTES": ("1048576", "positive_int"),
+    "QUOTA_PAUSE_SECONDS": ("900", "positive_int"),
 }
 
 SETTING_NAMES = tuple(_SPEC)
@@ -211,7 +236,8 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
 
     values: dict[str, object] = {}
     for name, (default, kind) in _SPEC.items():
-        raw = source.get(name, "").strip()
+        raw = source.get(name, "")
+        raw = raw if kind == "separator" else raw.strip()
         if not raw:
             if default is None:
                 if not relaxed:
@@ -269,6 +295,18 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
         stripe_price_lookup_key=values["STRIPE_PRICE_LOOKUP_KEY"],
         stripe_api_base=values["STRIPE_API_BASE"].rstrip("/"),
         stripe_form_origins=tuple(values["STRIPE_FORM_ORIGINS"].split()),
+        openai_api_key=values["OPENAI_API_KEY"] or "",
+        openai_base_url=values["OPENAI_BASE_URL"].rstrip("/"),
+        openai_read_timeout=int(values["OPENAI_READ_TIMEOUT"]),
+        worker_slots=int(values["WORKER_SLOTS"]),
+        images_per_minute=int(values["IMAGES_PER_MINUTE"]),
+        # Production starts a detached worker when a batch starts (cron does the rest); the demo
+        # runs one as a thread; tests run the worker themselves.
+        worker_launch=values["WORKER_LAUNCH"] or {"production": "spawn", "demo": "thread"}.get(mode, "none"),
+        model_catalog=values["MODEL_CATALOG"],
+        prompt_separator=values["PROMPT_SEPARATOR"],
+        upload_max_bytes=int(values["UPLOAD_MAX_BYTES"]),
+        quota_pause_seconds=int(values["QUOTA_PAUSE_SECONDS"]),
     )
 
 
@@ -338,6 +376,9 @@ def _validate(name: str, raw: str, kind: str, mode: str) -> str | None:
                 return f"{name} must list origins such as https://checkout.stripe.com (got {origin!r})"
             if mode == "production" and parts.scheme != "https":
                 return f"{name} must use https in production"
+    elif kind == "launch":
+        if raw.lower() not in ("spawn", "thread", "none"):
+            return f"{name} must be spawn, thread or none (got {raw!r})"
     elif kind == "tenant":
         if raw.lower() not in MICROSOFT_TENANTS:
             return f"{name} must be one of {', '.join(MICROSOFT_TENANTS)} (got {raw!r})"

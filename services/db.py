@@ -614,3 +614,234 @@ def stripe_event_insert(conn: Connection, event_id: str, kind: str, now: int) ->
 def stripe_events_delete_before(conn: Connection, before: int) -> int:
     """Forget applied webhook events older than a time (Stripe stops retrying after three days)."""
     return conn.execute("DELETE FROM stripe_events WHERE received_at < ?", (before,))
+
+
+# --- batches -----------------------------------------------------------------------------------
+
+_BATCH_COLUMNS = ("id, user_id, request_token, status, pause_reason, model, ratio, quality, image_format, width, "
+                  "height, style, item_count, credits_per_item, last_started_ms, created_at, updated_at")
+_ITEM_COLUMNS = ("id, batch_id, position, prompt, final_prompt, file_name, status, attempts, charge, charged, "
+                 "not_before_ms, lease_until, worker, error_code, error_message, request_id, result_path, "
+                 "result_bytes, result_width, result_height, created_at, started_at, finished_at")
+
+
+def batch_insert(conn: Connection, user_id: int, token: str, checked, size: tuple[int, int], now: int) -> int:
+    """Store a batch (status active); return its id."""
+    return conn.insert(
+        "INSERT INTO batches (user_id, request_token, status, model, ratio, quality, image_format, width, height, "
+        "style, item_count, credits_per_item, created_at, updated_at) "
+        "VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (user_id, token, checked.model, checked.ratio, checked.quality, checked.image_format, size[0], size[1],
+         checked.style, len(checked.items), checked.credits_per_item, now, now))
+
+
+def batch_items_insert(conn: Connection, batch_id: int, items: list[tuple[int, str, str, str]], now: int) -> None:
+    """Store a batch's items (queued), in list order."""
+    sql = ("INSERT INTO batch_items (batch_id, position, prompt, final_prompt, file_name, status, created_at) "
+           "VALUES (?, ?, ?, ?, ?, 'queued', ?)")
+    for position, prompt, final_prompt, file_name in items:
+        conn.execute(sql, (batch_id, position, prompt, final_prompt, file_name, now))
+
+
+def batch_by_token(conn: Connection, user_id: int, token: str) -> dict | None:
+    """The user's batch created with this one-time token, or None."""
+    return conn.one(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE user_id = ? AND request_token = ?", (user_id, token))
+
+
+def batch_get(conn: Connection, batch_id: int) -> dict | None:
+    """One batch, or None."""
+    return conn.one(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,))
+
+
+def batches_of(conn: Connection, user_id: int, limit: int = 50) -> list[dict]:
+    """A user's batches, newest first."""
+    return conn.all(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE user_id = ? ORDER BY id DESC LIMIT ?",
+                    (user_id, limit))
+
+
+def batch_set_status(conn: Connection, batch_id: int, status: str, reason: str | None, now: int) -> None:
+    """Set a batch's status (active, paused, done, cancelled) and why it is paused."""
+    conn.execute("UPDATE batches SET status = ?, pause_reason = ?, updated_at = ? WHERE id = ?",
+                 (status, reason, now, batch_id))
+
+
+def batch_finish_if_idle(conn: Connection, batch_id: int, now: int) -> None:
+    """Mark a batch done when none of its items is queued or running any more."""
+    waiting = conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE batch_id = ? "
+                          "AND status IN ('queued', 'running')", (batch_id,))
+    if not waiting:
+        conn.execute("UPDATE batches SET status = 'done', pause_reason = NULL, updated_at = ? "
+                     "WHERE id = ? AND status IN ('active', 'paused')", (now, batch_id))
+
+
+def batch_items_of(conn: Connection, batch_id: int) -> list[dict]:
+    """A batch's items in list order."""
+    return conn.all(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE batch_id = ? ORDER BY position", (batch_id,))
+
+
+def batch_item_get(conn: Connection, item_id: int) -> dict | None:
+    """One item, or None."""
+    return conn.one(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE id = ?", (item_id,))
+
+
+def batch_items_queued(conn: Connection, batch_id: int) -> list[dict]:
+    """A batch's items that have not started."""
+    return conn.all(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE batch_id = ? AND status = 'queued'", (batch_id,))
+
+
+def batch_item_cancel(conn: Connection, item_id: int, now: int) -> bool:
+    """Cancel an item that is still queued; True if it was."""
+    return conn.execute("UPDATE batch_items SET status = 'cancelled', charged = 0, finished_at = ? "
+                        "WHERE id = ? AND status = 'queued'", (now, item_id)) == 1
+
+
+def batch_items_retry_failed(conn: Connection, batch_id: int, now: int) -> int:
+    """Queue a batch's failed items again as a new charge; return how many."""
+    return conn.execute(
+        "UPDATE batch_items SET status = 'queued', charge = charge + 1, charged = 0, attempts = 0, not_before_ms = 0, "
+        "error_code = NULL, error_message = NULL, finished_at = NULL WHERE batch_id = ? AND status = 'failed'",
+        (batch_id,))
+
+
+def batch_item_delivered(conn: Connection, item_id: int, now: int) -> bool:
+    """Mark a done item delivered (its file is about to be deleted); True if this call did it."""
+    return conn.execute("UPDATE batch_items SET status = 'delivered', finished_at = COALESCE(finished_at, ?) "
+                        "WHERE id = ? AND status = 'done'", (now, item_id)) == 1
+
+
+# --- the worker's queue --------------------------------------------------------------------------
+
+def worker_state_get(conn: Connection, name: str, lock: bool = False) -> str | None:
+    """A worker state value (JSON text); with lock=True the row is locked until the transaction ends (MariaDB)."""
+    suffix = " FOR UPDATE" if lock and conn.engine == "mysql" else ""
+    return conn.scalar(f"SELECT value FROM worker_state WHERE name = ?{suffix}", (name,))
+
+
+def worker_state_set(conn: Connection, name: str, value: str, now: int) -> None:
+    """Write a worker state value."""
+    if conn.engine == "mysql":
+        conn.execute("INSERT INTO worker_state (name, value, updated_at) VALUES (?, ?, ?) "
+                     "ON DUPLICATE KEY UPDATE value = VALUES(value), updated_at = VALUES(updated_at)",
+                     (name, value, now))
+    else:
+        conn.execute("INSERT INTO worker_state (name, value, updated_at) VALUES (?, ?, ?) "
+                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                     (name, value, now))
+
+
+def items_running(conn: Connection, now: int) -> int:
+    """Items being generated now (running with a live lease), across all workers."""
+    return conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE status = 'running' AND lease_until > ?", (now,))
+
+
+def upstream_calls_since(conn: Connection, since_ms: int) -> tuple[int, int | None]:
+    """How many upstream calls started since a time, and the oldest of them (ms)."""
+    row = conn.one("SELECT COUNT(*) AS n, MIN(started_ms) AS oldest FROM upstream_calls WHERE started_ms > ?",
+                   (since_ms,))
+    return row["n"], row["oldest"]
+
+
+def upstream_call_record(conn: Connection, started_ms: int) -> None:
+    """Remember the start of an upstream call (for the images-per-minute budget)."""
+    conn.execute("INSERT INTO upstream_calls (started_ms) VALUES (?)", (started_ms,))
+    conn.execute("DELETE FROM upstream_calls WHERE started_ms < ?", (started_ms - 120_000,))
+
+
+def next_batch_to_serve(conn: Connection, now: int, now_ms: int) -> dict | None:
+    """The active batch whose owner has the fewest items running, then the one served longest ago, with work ready."""
+    return conn.one(
+        "SELECT b.id, b.user_id, b.last_started_ms, "
+        "(SELECT COUNT(*) FROM batch_items r JOIN batches rb ON rb.id = r.batch_id "
+        " WHERE rb.user_id = b.user_id AND r.status = 'running' AND r.lease_until > ?) AS running "
+        "FROM batches b WHERE b.status = 'active' AND EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id "
+        " AND ((i.status = 'queued' AND i.not_before_ms <= ?) OR (i.status = 'running' AND i.lease_until <= ?))) "
+        "ORDER BY running, b.last_started_ms, b.id LIMIT 1", (now, now_ms, now))
+
+
+def next_item_of_batch(conn: Connection, batch_id: int, now: int, now_ms: int) -> dict | None:
+    """A batch's first ready item in list order (queued and due, or running with an expired lease)."""
+    return conn.one(
+        f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE batch_id = ? AND ((status = 'queued' AND not_before_ms <= ?) "
+        "OR (status = 'running' AND lease_until <= ?)) ORDER BY position LIMIT 1", (batch_id, now_ms, now))
+
+
+def soonest_due_ms(conn: Connection) -> int | None:
+    """When the next queued item of an active batch becomes due (ms), or None when nothing is queued."""
+    return conn.scalar("SELECT MIN(i.not_before_ms) AS due FROM batch_items i JOIN batches b ON b.id = i.batch_id "
+                       "WHERE b.status = 'active' AND i.status = 'queued'")
+
+
+def batch_item_claim(conn: Connection, item_id: int, worker: str, lease_until: int, now: int) -> bool:
+    """Take a ready item for a worker (one attempt more); True if this call got it."""
+    return conn.execute(
+        "UPDATE batch_items SET status = 'running', attempts = attempts + 1, worker = ?, lease_until = ?, "
+        "started_at = ? WHERE id = ? AND (status = 'queued' OR (status = 'running' AND lease_until <= ?))",
+        (worker, lease_until, now, item_id, now)) == 1
+
+
+def batch_touch_started(conn: Connection, batch_id: int, now_ms: int) -> None:
+    """Remember when a batch was last served (round robin among equals)."""
+    conn.execute("UPDATE batches SET last_started_ms = ? WHERE id = ?", (now_ms, batch_id))
+
+
+def batch_item_set_charged(conn: Connection, item_id: int, amount: int) -> None:
+    """Record the credits an item holds (reserved) or 0 once refunded."""
+    conn.execute("UPDATE batch_items SET charged = ? WHERE id = ?", (amount, item_id))
+
+
+def batch_item_done(conn: Connection, item_id: int, worker: str, path: str, size: int, width: int, height: int,
+                    request_id: str | None, now: int) -> bool:
+    """Mark an item done with its file, if this worker still holds it; True if it did."""
+    return conn.execute(
+        "UPDATE batch_items SET status = 'done', result_path = ?, result_bytes = ?, result_width = ?, "
+        "result_height = ?, request_id = ?, finished_at = ?, lease_until = 0, error_code = NULL, error_message = NULL "
+        "WHERE id = ? AND status = 'running' AND worker = ?",
+        (path, size, width, height, request_id, now, item_id, worker)) == 1
+
+
+def batch_item_fail(conn: Connection, item_id: int, worker: str, code: str, message: str, request_id: str | None,
+                    now: int) -> bool:
+    """Mark an item failed with a reason, if this worker still holds it."""
+    return conn.execute(
+        "UPDATE batch_items SET status = 'failed', error_code = ?, error_message = ?, request_id = ?, "
+        "finished_at = ?, lease_until = 0, charged = 0 WHERE id = ? AND status = 'running' AND worker = ?",
+        (code, message[:500], request_id, now, item_id, worker)) == 1
+
+
+def batch_item_requeue(conn: Connection, item_id: int, worker: str, not_before_ms: int, count_attempt: bool,
+                       code: str | None, message: str | None) -> bool:
+    """Put an item back in the queue (to retry after not_before_ms), if this worker still holds it."""
+    return conn.execute(
+        "UPDATE batch_items SET status = 'queued', lease_until = 0, not_before_ms = ?, "
+        "attempts = attempts - ?, error_code = ?, error_message = ? WHERE id = ? AND status = 'running' AND worker = ?",
+        (not_before_ms, 0 if count_attempt else 1, code, (message or "")[:500] or None, item_id, worker)) == 1
+
+
+def batch_item_requeue_refunded(conn: Connection, item_id: int, worker: str) -> bool:
+    """Put an item back in the queue as a new charge (its reservation was refunded), if this worker holds it."""
+    return conn.execute(
+        "UPDATE batch_items SET status = 'queued', lease_until = 0, charge = charge + 1, charged = 0, "
+        "attempts = attempts - 1 WHERE id = ? AND status = 'running' AND worker = ?", (item_id, worker)) == 1
+
+
+def items_expired_results(conn: Connection, before: int) -> list[dict]:
+    """Done items whose file waited since before this time."""
+    return conn.all(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE status = 'done' AND finished_at < ?", (before,))
+
+
+def batch_item_expire(conn: Connection, item_id: int, now: int) -> bool:
+    """Mark a done item expired (its file is deleted); True if it was done."""
+    return conn.execute("UPDATE batch_items SET status = 'expired', result_path = NULL WHERE id = ? "
+                        "AND status = 'done'", (item_id,)) == 1
+
+
+def result_paths(conn: Connection) -> set[str]:
+    """Every result file a done item still points to."""
+    return {r["result_path"] for r in conn.all("SELECT result_path FROM batch_items WHERE status = 'done' "
+                                                 "AND result_path IS NOT NULL")}
+
+
+def items_stale_leases(conn: Connection, now: int) -> int:
+    """Put running items whose worker died (lease expired) back in the queue; return how many."""
+    return conn.execute("UPDATE batch_items SET status = 'queued', lease_until = 0 "
+                        "WHERE status = 'running' AND lease_until <= ?", (now,))

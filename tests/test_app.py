@@ -45,6 +45,7 @@ def test_passenger_entry_point_serves_with_production_settings(tmp_path):
     env = {"SECRET_KEY": "p" * 48, "PUBLIC_BASE_URL": "https://images.example.com",
            "MICROSOFT_CLIENT_ID": "ms-app", "MICROSOFT_CLIENT_SECRET": "ms-secret",
            "STRIPE_SECRET_KEY": "sk_test_passenger", "STRIPE_WEBHOOK_SECRET": "whsec_passenger",
+           "OPENAI_API_KEY": "sk-passenger",
            "DATABASE_URL": f"sqlite:///{tmp_path / 'prod.db'}", "APP_MODE": "production"}
     code = ("import passenger_wsgi as p; from werkzeug.test import Client; "
             "r = Client(p.application).get('/', buffered=True); "
@@ -71,7 +72,7 @@ def test_initdb_command_creates_then_finds_nothing_to_do(db_url):
     cleanup = run(["cli.py", "cleanup"], env=env)
     assert cleanup.returncode == 0
     assert cleanup.stdout.startswith("cleanup: 0 expired sessions and 0 expired sign-in flows removed, "
-                                     "0 old webhook events forgotten")
+                                     "0 old webhook events forgotten, 0 uncollected images expired")
 
 
 def test_cli_reports_bad_settings_and_a_dead_database_in_one_line(tmp_path):

@@ -6,7 +6,8 @@ from services.config import ConfigError, load_settings
 
 GOOD = {"SECRET_KEY": "k" * 40, "PUBLIC_BASE_URL": "https://images.example.com",
         "GOOGLE_CLIENT_ID": "123.apps.googleusercontent.com", "GOOGLE_CLIENT_SECRET": "google-secret-value",
-        "STRIPE_SECRET_KEY": "sk_test_example_key", "STRIPE_WEBHOOK_SECRET": "whsec_example_secret"}
+        "STRIPE_SECRET_KEY": "sk_test_example_key", "STRIPE_WEBHOOK_SECRET": "whsec_example_secret",
+        "OPENAI_API_KEY": "sk-example-openai-key"}
 
 
 def load(environ=None, overrides=None, env_file=None, tmp_path=None):
@@ -21,7 +22,8 @@ def test_production_without_settings_lists_every_missing_one(tmp_path):
     assert "PUBLIC_BASE_URL is missing" in message
     assert "no sign-in provider is configured" in message
     assert "STRIPE_SECRET_KEY is missing" in message and "STRIPE_WEBHOOK_SECRET is missing" in message
-    assert message.count("\n  - ") == 5
+    assert "OPENAI_API_KEY is missing" in message
+    assert message.count("\n  - ") == 6
     assert "Traceback" not in message
 
 
@@ -64,7 +66,7 @@ def test_env_file_then_environment_then_overrides(tmp_path):
     env_file.write_text("# private settings\nexport SECRET_KEY='" + "f" * 40 + "'\n"
                         "PUBLIC_BASE_URL=https://from-file.example.com\nPLAN_CREDITS=10\nDEFAULT_LANGUAGE=en\n"
                         "GOOGLE_CLIENT_ID=gid\nGOOGLE_CLIENT_SECRET=\"quoted secret\"\n"
-                        "STRIPE_SECRET_KEY=sk_test_x\nSTRIPE_WEBHOOK_SECRET=whsec_x\n",
+                        "STRIPE_SECRET_KEY=sk_test_x\nSTRIPE_WEBHOOK_SECRET=whsec_x\nOPENAI_API_KEY=sk-x\n",
                         encoding="utf-8")
     settings = load({"PLAN_CREDITS": "20"}, {"DEFAULT_LANGUAGE": "es"}, env_file=env_file)
     assert settings.secret_key == "f" * 40
@@ -152,3 +154,14 @@ def test_stripe_settings(tmp_path):
     with pytest.raises(ConfigError, match="STRIPE_FORM_ORIGINS must use https"):
         load({**GOOD, "STRIPE_FORM_ORIGINS": "http://127.0.0.1:9"}, tmp_path=tmp_path)
     assert not load({"APP_MODE": "test"}, tmp_path=tmp_path).billing_enabled
+
+
+def test_generation_settings(tmp_path):
+    settings = load({**GOOD, "PROMPT_SEPARATOR": ". "}, tmp_path=tmp_path)
+    assert settings.prompt_separator == ". "
+    assert settings.worker_launch == "spawn" and settings.worker_slots == 4
+    assert load({"APP_MODE": "demo"}, tmp_path=tmp_path).worker_launch == "thread"
+    assert load({"APP_MODE": "test"}, tmp_path=tmp_path).worker_launch == "none"
+    assert "sk-example-openai-key" not in repr(settings)
+    with pytest.raises(ConfigError, match="WORKER_LAUNCH must be spawn, thread or none"):
+        load({**GOOD, "WORKER_LAUNCH": "fork"}, tmp_path=tmp_path)

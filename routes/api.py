@@ -1,0 +1,200 @@
+"""The JSON API the batch pages use: create a batch, poll it, fetch and acknowledge images, retry, cancel, resume.
+
+Every call needs a signed-in user; POSTs need the CSRF token (header X-CSRF-Token); someone
+else's batch answers 404 like a missing one; creating and retrying need a plan that allows
+generating. Errors are {"error": {"code", "message"}} in the user's language.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import bottle
+
+from routes import web
+from services import batches, billing, credits, worker
+
+_ = web._
+
+MESSAGES = {
+    "sign_in": _("Sign in first."),
+    "no_plan": _("Your plan does not allow new batches right now: subscribe, or update your payment."),
+    "not_found": _("There is no such batch."),
+    "not_ready": _("This image is not ready yet."),
+    "gone": _("This image has already been collected or has expired."),
+    "bad_request": _("The request could not be read."),
+    "no_prompts": _("Add at least one prompt (one per line)."),
+    "too_many_prompts": _("That is %(count)s prompts; a batch takes at most %(max)s."),
+    "prompt_too_long": _("Prompt %(line)s is too long for this model (at most %(max)s characters with the style)."),
+    "unknown_model": _("Choose one of the models on the form."),
+    "model_retired": _("%(model)s has been retired: choose another model."),
+    "unknown_ratio": _("Choose 1:1, 9:16 or 16:9."),
+    "unknown_format": _("Choose PNG or JPG."),
+    "unknown_quality": _("Choose one of the model's qualities."),
+    "not_enough_credits": _("This batch needs %(needed)s credits and you have %(left)s."),
+    "upload_too_large": _("The file is too large (at most %(max_kb)s KB)."),
+    "upload_type": _("Upload a .txt file (one prompt per line) or a .csv file with a prompt column."),
+    "upload_encoding": _("The file must be UTF-8 text."),
+    "upload_no_prompt_column": _("The CSV file needs a header row with a column named prompt."),
+}
+
+FAILURE_MESSAGES = {
+    "refused": _("Refused by the safety system: rephrase the prompt. Its credits came back."),
+    "invalid": _("The image service did not accept this request. Its credits came back."),
+    "upstream": _("The image service kept failing. Its credits came back; retry it later."),
+    "timeout": _("The image service took too long. Its credits came back; retry it later."),
+    "no_credits": _("Not enough credits left: the batch is paused."),
+    "model_retired": _("This model has been retired. Nothing was charged."),
+}
+
+
+def message(code: str, **values) -> str:
+    """The message for a code in the user's language, with its values filled in."""
+    text = web.translate(MESSAGES.get(code, MESSAGES["bad_request"]))
+    try:
+        return text % values if values else text
+    except (KeyError, TypeError, ValueError):
+        return text
+
+
+def fail(status: int, code: str, **values) -> bottle.HTTPResponse:
+    """A JSON error response."""
+    return web.json_error(status, code, message(code, **values))
+
+
+def _json(status: int, body: dict) -> bottle.HTTPResponse:
+    return bottle.HTTPResponse(status=status, body=bottle.json_dumps(body),
+                               headers={"Content-Type": "application/json", "Cache-Control": "no-store"})
+
+
+def describe(state: dict) -> dict:
+    """A batch's status as the page reads it."""
+    batch, items = state["batch"], state["items"]
+    return {
+        "batch": {key: batch[key] for key in ("id", "status", "pause_reason", "model", "ratio", "quality",
+                                             "image_format", "width", "height", "item_count", "credits_per_item",
+                                             "created_at")},
+        "counts": state["counts"],
+        "items": [{
+            "id": item["id"], "position": item["position"], "prompt": item["prompt"],
+            "file_name": item["file_name"], "status": item["status"], "error_code": item["error_code"],
+            "error": web.translate(FAILURE_MESSAGES[item["error_code"]])
+            if item["status"] == "failed" and item["error_code"] in FAILURE_MESSAGES else None,
+            "bytes": item["result_bytes"], "width": item["result_width"], "height": item["result_height"],
+        } for item in items],
+    }
+
+
+def register(app: web.App) -> None:
+    """Add the /api/batches routes."""
+
+    def user_or_401():
+        user = web.current_user()
+        if user is None:
+            raise fail(401, "sign_in")
+        return user
+
+    def may_generate(user):
+        state = billing.access(billing.current_subscription(web.conn(), user["id"]), web.now())
+        if not state.can_generate:
+            raise fail(403, "no_plan")
+
+    def batch_call(action):
+        try:
+            return action()
+        except batches.BatchError as exc:
+            raise fail(404 if exc.code == "not_found" else 409 if exc.code in ("not_ready", "gone") else 400,
+                       exc.code, **exc.values) from None
+
+    def form_value(name, default=""):
+        data = bottle.request.json if bottle.request.content_type.startswith("application/json") else None
+        if data is not None:
+            value = data.get(name, default)
+            return value if isinstance(value, str) else default
+        return bottle.request.forms.getunicode(name, default=default) or default
+
+    @app.post("/api/batches")
+    def create_batch():
+        """Create a batch from the reviewed form (the same request_token returns the same batch)."""
+        user = user_or_401()
+        may_generate(user)
+        try:
+            prompts, names = batches.prompt_lines(form_value("prompts")), batches.name_lines(form_value("names"))
+            upload = bottle.request.files.get("prompts_file") if not bottle.request.json else None
+            if upload is not None and upload.raw_filename:
+                prompts, names = batches.read_upload(upload.raw_filename,
+                                                     upload.file.read(app.settings.upload_max_bytes + 1),
+                                                     app.settings.upload_max_bytes)
+                names = batches.name_lines(form_value("names")) or names
+        except batches.BatchError as exc:
+            return fail(400, exc.code, **exc.values)
+        except ValueError:
+            return fail(400, "bad_request")
+        checked = batches.review(
+            app.catalog, datetime.date.today(), prompts=prompts, names=names, style=form_value("style"),
+            model_id=form_value("model"), ratio=form_value("ratio"), quality=form_value("quality"),
+            image_format=form_value("format"), separator=app.settings.prompt_separator,
+            max_prompts=app.settings.plan_max_prompts, credits_left=credits.balance(web.conn(), user["id"]))
+        if not checked.ok:
+            first = checked.errors[0]
+            body = {"error": {"code": first.code, "message": message(first.code, line=first.line, **first.values)},
+                    "errors": [{"code": p.code, "line": p.line, "message": message(p.code, line=p.line, **p.values)}
+                               for p in checked.errors]}
+            return _json(422, body)
+        batch_id, created = batches.create(web.conn(), app.catalog, user["id"], checked,
+                                           form_value("request_token"), web.now())
+        if created:
+            worker.kick(app.settings, app.database)
+        return _json(201 if created else 200, describe(batches.status(web.conn(), user["id"], batch_id)))
+
+    @app.get("/api/batches/<batch_id:int>")
+    def batch_status(batch_id):
+        """The batch and its items (cheap to poll)."""
+        user = user_or_401()
+        return _json(200, describe(batch_call(lambda: batches.status(web.conn(), user["id"], batch_id))))
+
+    @app.get("/api/batches/<batch_id:int>/items/<item_id:int>/image")
+    def item_image(batch_id, item_id):
+        """A finished image, under its file name, never cached."""
+        user = user_or_401()
+        item = batch_call(lambda: batches.result_file(web.conn(), app.settings.results_dir, user["id"], batch_id,
+                                                      item_id))
+        response = bottle.static_file(item["path"].name, root=str(item["path"].parent),
+                                      mimetype="image/png" if item["path"].suffix == ".png" else "image/jpeg",
+                                      download=item["file_name"])
+        response.set_header("Cache-Control", "no-store")
+        return response
+
+    @app.post("/api/batches/<batch_id:int>/items/<item_id:int>/ack")
+    def acknowledge(batch_id, item_id):
+        """The browser stored the image: the server deletes its copy."""
+        user = user_or_401()
+        first = batch_call(lambda: batches.acknowledge(web.conn(), app.settings.results_dir, user["id"], batch_id,
+                                                       item_id, web.now()))
+        return _json(200, {"acknowledged": True, "first": first})
+
+    @app.post("/api/batches/<batch_id:int>/retry")
+    def retry(batch_id):
+        """Queue the failed items again (each a new charge)."""
+        user = user_or_401()
+        may_generate(user)
+        count = batch_call(lambda: batches.retry_failed(web.conn(), user["id"], batch_id, web.now()))
+        if count:
+            worker.kick(app.settings, app.database)
+        return _json(200, {"queued": count})
+
+    @app.post("/api/batches/<batch_id:int>/cancel")
+    def cancel(batch_id):
+        """Cancel the items that have not started (nothing is charged for them)."""
+        user = user_or_401()
+        return _json(200, {"cancelled": batch_call(lambda: batches.cancel(web.conn(), user["id"], batch_id,
+                                                                          web.now()))})
+
+    @app.post("/api/batches/<batch_id:int>/resume")
+    def resume(batch_id):
+        """Let a paused batch go on."""
+        user = user_or_401()
+        may_generate(user)
+        batch_call(lambda: batches.resume(web.conn(), user["id"], batch_id, web.now()))
+        worker.kick(app.settings, app.database)
+        return _json(200, {"resumed": True})

@@ -1,0 +1,278 @@
+"""Batches: reading what the subscriber sent, the review, and the batch's life (create, status, retry, cancel, deliver).
+
+`review()` turns the form into a Review: one line per prompt with its final prompt (prompt +
+style) and file name, warnings to show, errors that stop it, and the credits it needs against
+the credits left. Nothing is charged here: credits are reserved per item by the worker.
+Errors and warnings are codes with values; the pages and the API put them into words.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import io
+import logging
+import secrets
+from pathlib import Path
+
+from services import credits, db
+from services.catalog import RATIOS, Catalog
+from services.names import assign
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("png", "jpeg")
+UPLOAD_SUFFIXES = (".txt", ".csv")
+
+
+class BatchError(Exception):
+    """A batch action that cannot be done; `code` picks the message."""
+
+    def __init__(self, code: str, **values):
+        super().__init__(code)
+        self.code = code
+        self.values = values
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """An error or a warning: a code, the line it is about (1-based, or None) and values for its message."""
+
+    code: str
+    line: int | None = None
+    values: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewItem:
+    """One prompt as it will be generated."""
+
+    position: int
+    prompt: str
+    final_prompt: str
+    file_name: str
+    typed_name: str | None
+
+
+@dataclasses.dataclass
+class Review:
+    """Everything the review page shows, and what `create()` needs."""
+
+    items: list[ReviewItem]
+    model: str
+    ratio: str
+    quality: str
+    image_format: str
+    style: str
+    credits_per_item: int
+    credits_needed: int
+    credits_left: int
+    errors: list[Problem]
+    warnings: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        """True when the batch may start."""
+        return not self.errors
+
+
+# --- reading input -------------------------------------------------------------------------------
+
+def split_lines(text: str | None) -> list[str]:
+    """Lines of a textarea or file: BOM and CR removed, each trimmed."""
+    if not text:
+        return []
+    return [line.strip() for line in text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+
+
+def prompt_lines(text: str | None) -> list[str]:
+    """One prompt per non-empty line."""
+    return [line for line in split_lines(text) if line]
+
+
+def name_lines(text: str | None) -> list[str | None]:
+    """One name per line, in the prompts' order; trailing empty lines dropped, inner ones kept as 'no name'."""
+    lines = split_lines(text)
+    while lines and not lines[-1]:
+        lines.pop()
+    return [line or None for line in lines]
+
+
+def read_upload(filename: str, data: bytes, max_bytes: int) -> tuple[list[str], list[str | None]]:
+    """Prompts (and names) from a TXT file (one prompt a line) or a CSV (column `prompt`, optional `name`)."""
+    if len(data) > max_bytes:
+        raise BatchError("upload_too_large", max_kb=max_bytes // 1024)
+    if not filename.lower().endswith(UPLOAD_SUFFIXES):
+        raise BatchError("upload_type")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BatchError("upload_encoding") from None
+    if filename.lower().endswith(".txt"):
+        return prompt_lines(text), []
+    sample = text[:4096]
+    delimiter = ";" if sample.count(";") > sample.count(",") else ","
+    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    if not rows:
+        return [], []
+    header = [cell.strip().lstrip("\ufeff").lower() for cell in rows[0]]
+    if "prompt" not in header:
+        raise BatchError("upload_no_prompt_column")
+    prompt_at, name_at = header.index("prompt"), header.index("name") if "name" in header else None
+    prompts, names = [], []
+    for row in rows[1:]:
+        prompt = row[prompt_at].strip() if prompt_at < len(row) else ""
+        if not prompt:
+            continue
+        prompts.append(prompt)
+        name = row[name_at].strip() if name_at is not None and name_at < len(row) else ""
+        names.append(name or None)
+    return prompts, names if any(names) else []
+
+
+# --- the review ------------------------------------------------------------------------------------
+
+def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names: list[str | None], style: str,
+           model_id: str, ratio: str, quality: str, image_format: str, separator: str, max_prompts: int,
+           credits_left: int) -> Review:
+    """Check the batch and describe it item by item; nothing is stored or charged."""
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    style = " ".join((style or "").split())
+    model = catalog.get(model_id)
+    if model is None:
+        errors.append(Problem("unknown_model", values={"model": model_id[:60]}))
+    elif model.retired(today):
+        errors.append(Problem("model_retired", values={"model": model.label}))
+    if ratio not in RATIOS:
+        errors.append(Problem("unknown_ratio"))
+    if image_format not in FORMATS or (model and image_format not in model.formats):
+        errors.append(Problem("unknown_format"))
+    if model and quality not in model.qualities:
+        errors.append(Problem("unknown_quality"))
+    if not prompts:
+        errors.append(Problem("no_prompts"))
+    elif len(prompts) > max_prompts:
+        errors.append(Problem("too_many_prompts", values={"count": len(prompts), "max": max_prompts}))
+    fmt = image_format if image_format in FORMATS else "png"
+    named = assign(names, prompts, fmt)
+    items = []
+    for index, (prompt, name) in enumerate(zip(prompts, named, strict=True)):
+        final = f"{prompt}{separator}{style}" if style else prompt
+        if model and len(final) > model.max_prompt_chars:
+            errors.append(Problem("prompt_too_long", index + 1, {"max": model.max_prompt_chars,
+                                                                "length": len(final)}))
+        if name.cleaned:
+            warnings.append(Problem("name_cleaned", index + 1, {"typed": name.typed, "name": name.file_name}))
+        elif name.renamed:
+            warnings.append(Problem("name_renamed", index + 1, {"typed": name.typed or "", "name": name.file_name}))
+        items.append(ReviewItem(index + 1, prompt, final, name.file_name, name.typed))
+    if names and len(names) != len(prompts):
+        warnings.append(Problem("names_count", values={"names": len(names), "prompts": len(prompts)}))
+    per_item = model.price(ratio, quality) if model and ratio in RATIOS and quality in model.qualities else 0
+    needed = per_item * len(prompts)
+    if per_item and prompts and needed > credits_left:
+        errors.append(Problem("not_enough_credits", values={"needed": needed, "left": credits_left}))
+    return Review(items=items, model=model_id, ratio=ratio, quality=quality, image_format=image_format,
+                  style=style, credits_per_item=per_item, credits_needed=needed, credits_left=credits_left,
+                  errors=errors, warnings=warnings)
+
+
+# --- the batch's life --------------------------------------------------------------------------------
+
+def create(conn: db.Connection, catalog: Catalog, user_id: int, checked: Review, request_token: str,
+           now: int) -> tuple[int, bool]:
+    """Store a reviewed batch and its items (queued); return (id, created). The same token finds the same batch."""
+    if not checked.ok:
+        raise BatchError(checked.errors[0].code)
+    token = request_token or secrets.token_urlsafe(16)
+    existing = db.batch_by_token(conn, user_id, token)
+    if existing is not None:
+        return existing["id"], False
+    size = catalog.get(checked.model).sizes[checked.ratio].output
+    with conn.transaction():
+        batch_id = db.batch_insert(conn, user_id, token[:64], checked, size, now)
+        db.batch_items_insert(conn, batch_id, [(i.position, i.prompt, i.final_prompt, i.file_name)
+                                               for i in checked.items], now)
+    return batch_id, True
+
+
+def owned(conn: db.Connection, user_id: int, batch_id: int) -> dict:
+    """The user's batch, or BatchError not_found (someone else's batch is not found either)."""
+    batch = db.batch_get(conn, batch_id)
+    if batch is None or batch["user_id"] != user_id:
+        raise BatchError("not_found")
+    return batch
+
+
+def status(conn: db.Connection, user_id: int, batch_id: int) -> dict:
+    """The batch and its items, for the batch page to poll (two queries)."""
+    batch = owned(conn, user_id, batch_id)
+    items = db.batch_items_of(conn, batch_id)
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item["status"]] = counts.get(item["status"], 0) + 1
+    return {"batch": batch, "items": items, "counts": counts}
+
+
+def retry_failed(conn: db.Connection, user_id: int, batch_id: int, now: int) -> int:
+    """Queue the failed items again (each a new charge); the batch becomes active. Returns how many."""
+    owned(conn, user_id, batch_id)
+    with conn.transaction():
+        count = db.batch_items_retry_failed(conn, batch_id, now)
+        db.batch_set_status(conn, batch_id, "active", None, now)
+    return count
+
+
+def resume(conn: db.Connection, user_id: int, batch_id: int, now: int) -> None:
+    """Let a paused batch go on."""
+    batch = owned(conn, user_id, batch_id)
+    if batch["status"] == "paused":
+        db.batch_set_status(conn, batch_id, "active", None, now)
+
+
+def cancel(conn: db.Connection, user_id: int, batch_id: int, now: int) -> int:
+    """Cancel the items that have not started (refunding any that held a reservation); returns how many."""
+    batch = owned(conn, user_id, batch_id)
+    with conn.transaction():
+        waiting = db.batch_items_queued(conn, batch_id)
+        for item in waiting:
+            if db.batch_item_cancel(conn, item["id"], now) and item["charged"]:
+                credits.refund(conn, batch["user_id"], item["charged"], f"item:{item['id']}:{item['charge']}", now)
+        db.batch_finish_if_idle(conn, batch_id, now)
+    return len(waiting)
+
+
+def result_file(conn: db.Connection, settings_results: Path, user_id: int, batch_id: int, item_id: int) -> dict:
+    """A finished item with its file on disk, or BatchError (not_found, not_ready, gone)."""
+    owned(conn, user_id, batch_id)
+    item = db.batch_item_get(conn, item_id)
+    if item is None or item["batch_id"] != batch_id:
+        raise BatchError("not_found")
+    if item["status"] == "delivered" or item["status"] == "expired":
+        raise BatchError("gone")
+    if item["status"] != "done" or not item["result_path"]:
+        raise BatchError("not_ready")
+    path = settings_results / item["result_path"]
+    if not path.is_file():
+        raise BatchError("gone")
+    return {**item, "path": path}
+
+
+def acknowledge(conn: db.Connection, settings_results: Path, user_id: int, batch_id: int, item_id: int,
+                now: int) -> bool:
+    """The browser has the image: delete the server's copy. True the first time, False after."""
+    owned(conn, user_id, batch_id)
+    item = db.batch_item_get(conn, item_id)
+    if item is None or item["batch_id"] != batch_id:
+        raise BatchError("not_found")
+    if item["status"] == "delivered":
+        return False
+    if item["status"] != "done":
+        raise BatchError("not_ready")
+    if not db.batch_item_delivered(conn, item_id, now):
+        return False
+    path = settings_results / item["result_path"]
+    path.unlink(missing_ok=True)
+    return True

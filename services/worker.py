@@ -1,0 +1,368 @@
+"""The worker: takes queued items, reserves their credits, calls OpenAI, finishes the image, stores the file.
+
+Scheduling lives in the database, so several worker processes (cron starts one a minute, a
+new batch kicks one, the demo runs one as a thread) share the upstream's limits:
+
+* at most WORKER_SLOTS calls in flight in all processes together (running items whose
+  lease has not expired);
+* at most IMAGES_PER_MINUTE starts in any 60 s, and starts spaced by 60 s / pace, where the
+  pace drops by 30 % on a 429 (and waits its Retry-After) and climbs back by 10 % of the
+  budget on each success, so a big batch runs near the limit without a storm of refusals;
+* fair and work-conserving: each free slot goes to the subscriber with the fewest items
+  running (then the batch served longest ago), and within a batch to the first item in list
+  order. A lone subscriber gets every slot; several share them evenly.
+
+A claim happens in one transaction behind a lock row (SQLite's BEGIN IMMEDIATE does the same),
+so two workers never take the same item. An item's credits are reserved under the reference
+item:<id>:<charge>, so a worker that dies mid-item and an item taken again after its lease
+expired never charge twice; every path that ends without an image refunds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from services import credits, db, imaging, openai_images
+from services.catalog import Catalog
+from services.config import Settings
+from services.openai_images import ImageAPIError
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+LEASE_EXTRA = 120  # seconds a lease outlives the longest call, before another worker may take the item
+HEARTBEAT_EVERY = 5
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+# What a failed item says (code -> English message; the pages translate the code).
+FAILURES = {
+    "refused": "refused by the safety system: rephrase the prompt",
+    "invalid": "the image service did not accept this request",
+    "upstream": "the image service kept failing; its credits came back",
+    "timeout": "the image service took too long; its credits came back",
+    "no_credits": "not enough credits left",
+    "model_retired": "this model has been retired",
+}
+
+
+@dataclasses.dataclass
+class Pace:
+    """The shared pace of upstream calls: images per minute now, a cool-down, and the last start."""
+
+    ipm: float
+    cooldown_until_ms: int = 0
+    last_start_ms: int = 0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _load_pace(conn: db.Connection, settings: Settings) -> Pace:
+    raw = db.worker_state_get(conn, "pace")
+    try:
+        values = json.loads(raw) if raw else {}
+        return Pace(ipm=min(float(values.get("ipm", settings.images_per_minute)), settings.images_per_minute),
+                    cooldown_until_ms=int(values.get("cooldown_until_ms", 0)),
+                    last_start_ms=int(values.get("last_start_ms", 0)))
+    except (ValueError, TypeError):
+        return Pace(ipm=settings.images_per_minute)
+
+
+def _save_pace(conn: db.Connection, pace: Pace, now: int) -> None:
+    db.worker_state_set(conn, "pace", json.dumps(dataclasses.asdict(pace)), now)
+
+
+def prepare(conn: db.Connection) -> None:
+    """Make sure the scheduler's lock row exists (before the first claim)."""
+    if db.worker_state_get(conn, "scheduler") is None:
+        db.worker_state_set(conn, "scheduler", "lock", int(time.time()))  # an upsert: a race is harmless
+
+
+def paused(conn: db.Connection, now_ms: int) -> dict | None:
+    """The global pause (after an insufficient_quota or a refused key), while it lasts."""
+    raw = db.worker_state_get(conn, "pause")
+    if not raw:
+        return None
+    pause = json.loads(raw)
+    return pause if pause.get("until_ms", 0) > now_ms else None
+
+
+def claim(conn: db.Connection, settings: Settings, worker: str, now_ms: int) -> tuple[dict | None, float | None]:
+    """Take the next item fairly within the limits: (item, 0), or (None, seconds to wait), or (None, None) if idle."""
+    now = now_ms // 1000
+    with conn.transaction():
+        db.worker_state_get(conn, "scheduler", lock=True)
+        pause = paused(conn, now_ms)
+        if pause:
+            return None, (pause["until_ms"] - now_ms) / 1000
+        batch = db.next_batch_to_serve(conn, now, now_ms)
+        if batch is None:
+            due = db.soonest_due_ms(conn)
+            return None, None if due is None else max(0.0, (due - now_ms) / 1000)
+        if db.items_running(conn, now) >= settings.worker_slots:
+            return None, 0.05
+        pace = _load_pace(conn, settings)
+        next_start = max(pace.cooldown_until_ms, pace.last_start_ms + int(60_000 / max(pace.ipm, 1.0)))
+        if next_start > now_ms:
+            return None, (next_start - now_ms) / 1000
+        started, oldest = db.upstream_calls_since(conn, now_ms - 60_000)
+        if started >= settings.images_per_minute and oldest is not None:
+            return None, (oldest + 60_000 - now_ms) / 1000
+        item = db.next_item_of_batch(conn, batch["id"], now, now_ms)
+        lease_until = now + settings.openai_read_timeout + LEASE_EXTRA
+        if item is None or not db.batch_item_claim(conn, item["id"], worker, lease_until, now):
+            return None, 0.0
+        db.batch_touch_started(conn, batch["id"], now_ms)
+        db.upstream_call_record(conn, now_ms)
+        pace.last_start_ms = now_ms
+        _save_pace(conn, pace, now)
+    item = db.batch_item_get(conn, item["id"])
+    return item, 0.0
+
+
+def _reset_seconds(text: str | None) -> float | None:
+    """Seconds in an x-ratelimit-reset value such as 1s, 6m0s or 120ms."""
+    if not text:
+        return None
+    total = 0.0
+    for number, unit in re.findall(r"([\d.]+)(ms|h|m|s)", text):
+        total += float(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    return total or None
+
+
+def _on_success(conn: db.Connection, settings: Settings, ratelimit: dict[str, str], now_ms: int) -> None:
+    """Raise the pace again after a success; respect a window the headers say is used up."""
+    with conn.transaction():
+        pace = _load_pace(conn, settings)
+        pace.ipm = min(settings.images_per_minute, pace.ipm + settings.images_per_minute * 0.1)
+        if ratelimit.get("x-ratelimit-remaining-requests") == "0":
+            wait = _reset_seconds(ratelimit.get("x-ratelimit-reset-requests"))
+            if wait:
+                pace.cooldown_until_ms = max(pace.cooldown_until_ms, now_ms + int(wait * 1000))
+        _save_pace(conn, pace, now_ms // 1000)
+
+
+def _on_rate_limit(conn: db.Connection, settings: Settings, retry_after: float, now_ms: int) -> None:
+    """Slow down for everyone after a 429: a lower pace, and no start before Retry-After."""
+    with conn.transaction():
+        pace = _load_pace(conn, settings)
+        pace.ipm = max(1.0, pace.ipm * 0.7)
+        pace.cooldown_until_ms = max(pace.cooldown_until_ms, now_ms + int(retry_after * 1000))
+        _save_pace(conn, pace, now_ms // 1000)
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with jitter: about 2, 4, 8 ... seconds."""
+    return min(60.0, 2.0 ** attempt) * random.uniform(0.5, 1.0)
+
+
+def _refund(conn: db.Connection, batch: dict, item: dict, now: int) -> None:
+    if item["charged"]:
+        credits.refund(conn, batch["user_id"], item["charged"], f"item:{item['id']}:{item['charge']}", now)
+
+
+def _fail(conn: db.Connection, worker: str, batch: dict, item: dict, code: str, message: str | None,
+          request_id: str | None, now: int) -> None:
+    """Fail an item and give its credits back, in one transaction."""
+    with conn.transaction():
+        if db.batch_item_fail(conn, item["id"], worker, code, message or FAILURES[code], request_id, now):
+            _refund(conn, batch, item, now)
+            db.batch_finish_if_idle(conn, batch["id"], now)
+
+
+def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: str, item: dict) -> str:
+    """Generate one claimed item to the end; return what happened (done, failed, retry, paused)."""
+    now = int(time.time())
+    batch = db.batch_get(conn, item["batch_id"])
+    model = catalog.get(batch["model"])
+    if model is None or model.retired(datetime.date.today()):
+        _fail(conn, worker, batch, item, "model_retired", None, None, now)
+        return "failed"
+    if not item["charged"]:
+        try:
+            credits.reserve(conn, batch["user_id"], batch["credits_per_item"], f"item:{item['id']}:{item['charge']}",
+                            now)
+        except credits.InsufficientCredits:
+            with conn.transaction():
+                db.batch_item_fail(conn, item["id"], worker, "no_credits", FAILURES["no_credits"], None, now)
+                db.batch_set_status(conn, batch["id"], "paused", "no_credits", now)
+            return "failed"
+        db.batch_item_set_charged(conn, item["id"], batch["credits_per_item"])
+        item = {**item, "charged": batch["credits_per_item"]}
+    size = model.sizes[batch["ratio"]]
+    try:
+        generated = openai_images.generate(
+            settings.openai_base_url, settings.openai_api_key, model=model.id, prompt=item["final_prompt"],
+            size=size.request_text, quality=batch["quality"], output_format=batch["image_format"],
+            user=openai_images.user_hash(settings.secret_key, batch["user_id"]),
+            read_timeout=settings.openai_read_timeout)
+        finished = imaging.finish(generated.data, size.output, batch["image_format"])
+    except ImageAPIError as exc:
+        return _handle_failure(conn, settings, worker, batch, item, exc)
+    except imaging.ImageError as exc:
+        return _handle_failure(conn, settings, worker, batch, item, ImageAPIError("broken", str(exc)))
+    relative = f"{batch['id']}/{item['id']}-{item['charge']}.{'png' if batch['image_format'] == 'png' else 'jpg'}"
+    _write(settings.results_dir / relative, finished.data)
+    now = int(time.time())
+    with conn.transaction():
+        stored = db.batch_item_done(conn, item["id"], worker, relative, len(finished.data), finished.width,
+                                    finished.height, generated.request_id, now)
+        if stored:
+            db.batch_finish_if_idle(conn, batch["id"], now)
+    if not stored:  # the lease ran out and another worker has the item: this copy is not the one
+        (settings.results_dir / relative).unlink(missing_ok=True)
+        return "lost"
+    _on_success(conn, settings, generated.ratelimit, _now_ms())
+    log.info("item %s of batch %s done (%s, %d bytes, request %s)", item["id"], batch["id"], size.request_text,
+             len(finished.data), generated.request_id)
+    return "done"
+
+
+def _handle_failure(conn: db.Connection, settings: Settings, worker: str, batch: dict, item: dict,
+                    exc: ImageAPIError) -> str:
+    """Decide what a failed call means for the item, the pace and the whole queue."""
+    now, now_ms = int(time.time()), _now_ms()
+    log.warning("item %s of batch %s: %s (%s, status %s, request %s)", item["id"], batch["id"], exc.kind,
+                exc.code, exc.status, exc.request_id)
+    if exc.kind in ("moderation", "invalid"):
+        code = "refused" if exc.kind == "moderation" else "invalid"
+        _fail(conn, worker, batch, item, code, f"{FAILURES[code]} ({exc.message})"[:500], exc.request_id, now)
+        return "failed"
+    if exc.kind == "rate_limit":
+        wait = exc.retry_after if exc.retry_after is not None else _backoff(2)
+        _on_rate_limit(conn, settings, wait, now_ms)
+        db.batch_item_requeue(conn, item["id"], worker, now_ms + int(wait * 1000), False, None, None)
+        return "retry"
+    if exc.kind in ("quota", "auth"):
+        log.error("OPERATOR: the OpenAI account refused work (%s: %s); all generation paused for %s s",
+                  exc.kind, exc.code, settings.quota_pause_seconds)
+        with conn.transaction():
+            db.worker_state_set(conn, "pause", json.dumps(
+                {"until_ms": now_ms + settings.quota_pause_seconds * 1000, "reason": exc.kind}), now)
+            if db.batch_item_requeue_refunded(conn, item["id"], worker):
+                _refund(conn, batch, item, now)
+        return "paused"
+    if item["attempts"] < MAX_ATTEMPTS:
+        db.batch_item_requeue(conn, item["id"], worker, now_ms + int(_backoff(item["attempts"]) * 1000), True,
+                              exc.kind, exc.message)
+        return "retry"
+    _fail(conn, worker, batch, item, "timeout" if exc.kind == "timeout" else "upstream", None, exc.request_id, now)
+    return "failed"
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all (a temporary name, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def worker_name() -> str:
+    """A name for this worker process: host, process id and a random tag."""
+    return f"{socket.gethostname()[:20]}-{os.getpid()}-{random.randrange(16**4):04x}"
+
+
+def run(settings: Settings, database: db.Database, catalog: Catalog, *, threads: int | None = None,
+        max_seconds: float | None = None, once: bool = False, idle_exit: bool = True,
+        stop: threading.Event | None = None) -> dict[str, int]:
+    """Work the queue with `threads` loops until idle (or forever with idle_exit=False), a time limit or `stop`."""
+    stop = stop or threading.Event()
+    name = worker_name()
+    started = time.monotonic()
+    stats: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def loop(index: int) -> None:
+        conn = database.connect()
+        last_beat = 0.0
+        try:
+            prepare(conn)
+            while not stop.is_set():
+                if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                    return
+                if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
+                    db.worker_state_set(conn, "heartbeat", str(int(time.time())), int(time.time()))
+                    last_beat = time.monotonic()
+                try:
+                    item, wait = claim(conn, settings, f"{name}-{index}", _now_ms())
+                except db.DatabaseUnavailable as exc:
+                    log.error("worker: database unavailable: %s", exc)
+                    item, wait = None, 2.0
+                if item is not None:
+                    outcome = process(conn, settings, catalog, f"{name}-{index}", item)
+                    with lock:
+                        stats[outcome] = stats.get(outcome, 0) + 1
+                    if once:
+                        stop.set()
+                    continue
+                if wait is None and idle_exit:
+                    return
+                stop.wait(min(max(wait or 0.5, 0.01), 1.0))
+        finally:
+            conn.close()
+
+    count = threads or settings.worker_slots
+    loops = [threading.Thread(target=loop, args=(i,), name=f"worker-{i}", daemon=True) for i in range(count)]
+    for thread in loops:
+        thread.start()
+    for thread in loops:
+        thread.join()
+    return stats
+
+
+def kick(settings: Settings, database: db.Database) -> None:
+    """Make sure a worker is on its way after a batch starts (production: a detached process, unless one is alive)."""
+    if settings.worker_launch != "spawn":
+        return
+    conn = database.connect()
+    try:
+        beat = db.worker_state_get(conn, "heartbeat")
+    finally:
+        conn.close()
+    if beat and int(time.time()) - int(beat) < 2 * HEARTBEAT_EVERY:
+        return
+    subprocess.Popen([sys.executable, str(APP_ROOT / "cli.py"), "worker", "--max-seconds", "55"],
+                     cwd=APP_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True, close_fds=True)
+
+
+def start_thread(settings: Settings, database: db.Database, catalog: Catalog) -> threading.Event:
+    """The demo's worker: a daemon thread working the queue for as long as the process lives."""
+    stop = threading.Event()
+    threading.Thread(target=run, args=(settings, database, catalog), daemon=True, name="demo-worker",
+                     kwargs={"idle_exit": False, "stop": stop}).start()
+    return stop
+
+
+def cleanup(conn: db.Connection, settings: Settings, now: int) -> tuple[int, int, int]:
+    """Expire images nobody collected in time, delete orphan files, release stale leases; return the counts."""
+    expired = 0
+    for item in db.items_expired_results(conn, now - settings.image_retention_days * 86400):
+        if db.batch_item_expire(conn, item["id"], now):
+            (settings.results_dir / item["result_path"]).unlink(missing_ok=True)
+            expired += 1
+    orphans = 0
+    if settings.results_dir.is_dir():
+        kept = db.result_paths(conn)
+        for path in settings.results_dir.rglob("*"):
+            relative = path.relative_to(settings.results_dir).as_posix()
+            # A file younger than a lease may be one a worker is writing right now.
+            if path.is_file() and relative not in kept and path.stat().st_mtime < now - LEASE_EXTRA:
+                path.unlink(missing_ok=True)
+                orphans += 1
+    leases = db.items_stale_leases(conn, now)
+    return expired, orphans, leases
