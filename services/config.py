@@ -84,6 +84,7 @@ class Settings:
     prompt_separator: str = ", "
     upload_max_bytes: int = 1048576
     quota_pause_seconds: int = 900
+    retry_base_ms: int = 2000
 
     @property
     def results_dir(self) -> Path:
@@ -156,6 +157,7 @@ _SPEC: dict[str, tuple[object, str]] = {
     "PROMPT_SEPARATOR": (", ", "separator"),
     "UPLOAD_MAX_BYTES": ("1048576", "positive_int"),
     "QUOTA_PAUSE_SECONDS": ("900", "positive_int"),
+    "RETRY_BASE_MS": ("2000", "positive_int"),
 }
 
 SETTING_NAMES = tuple(_SPEC)
@@ -307,6 +309,7 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
         prompt_separator=values["PROMPT_SEPARATOR"],
         upload_max_bytes=int(values["UPLOAD_MAX_BYTES"]),
         quota_pause_seconds=int(values["QUOTA_PAUSE_SECONDS"]),
+        retry_base_ms=int(values["RETRY_BASE_MS"]),
     )
 
 

@@ -164,9 +164,9 @@ def _on_rate_limit(conn: db.Connection, settings: Settings, retry_after: float, 
         _save_pace(conn, pace, now_ms // 1000)
 
 
-def _backoff(attempt: int) -> float:
-    """Exponential backoff with jitter: about 2, 4, 8 ... seconds."""
-    return min(60.0, 2.0 ** attempt) * random.uniform(0.5, 1.0)
+def _backoff(settings: Settings, attempt: int) -> float:
+    """Exponential backoff with jitter, in seconds: RETRY_BASE_MS x 1, 2, 4 ..., at most a minute."""
+    return min(60.0, settings.retry_base_ms / 1000 * 2.0 ** max(attempt - 1, 0)) * random.uniform(0.5, 1.0)
 
 
 def _refund(conn: db.Connection, batch: dict, item: dict, now: int) -> None:
@@ -242,7 +242,7 @@ def _handle_failure(conn: db.Connection, settings: Settings, worker: str, batch:
         _fail(conn, worker, batch, item, code, f"{FAILURES[code]} ({exc.message})"[:500], exc.request_id, now)
         return "failed"
     if exc.kind == "rate_limit":
-        wait = exc.retry_after if exc.retry_after is not None else _backoff(2)
+        wait = exc.retry_after if exc.retry_after is not None else _backoff(settings, 2)
         _on_rate_limit(conn, settings, wait, now_ms)
         db.batch_item_requeue(conn, item["id"], worker, now_ms + int(wait * 1000), False, None, None)
         return "retry"
@@ -256,7 +256,7 @@ def _handle_failure(conn: db.Connection, settings: Settings, worker: str, batch:
                 _refund(conn, batch, item, now)
         return "paused"
     if item["attempts"] < MAX_ATTEMPTS:
-        db.batch_item_requeue(conn, item["id"], worker, now_ms + int(_backoff(item["attempts"]) * 1000), True,
+        db.batch_item_requeue(conn, item["id"], worker, now_ms + int(_backoff(settings, item["attempts"]) * 1000), True,
                               exc.kind, exc.message)
         return "retry"
     _fail(conn, worker, batch, item, "timeout" if exc.kind == "timeout" else "upstream", None, exc.request_id, now)

@@ -247,6 +247,55 @@ def shop(serve, idp, fake_stripe):
     return base_url, app
 
 
+# --- the OpenAI stand-in and subscribers ---------------------------------------------------------
+
+@pytest.fixture
+def fake_openai():
+    """tools/fake_openai.py on a free loopback port (no latency, no limit unless a test sets them)."""
+    from tools.fake_openai import FakeOpenAI
+
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+def openai_settings(fake, **changes) -> dict:
+    """App settings that point generation at the stand-in, with short timeouts and backoffs for tests."""
+    from tools.demo import openai_settings as settings_for
+
+    return {**settings_for(fake), "OPENAI_READ_TIMEOUT": "2", "RETRY_BASE_MS": "20", "IMAGES_PER_MINUTE": "6000",
+            **changes}
+
+
+def make_subscriber(conn, name="Ana", email="ana@example.com", balance=300, status="active"):
+    """A user with a subscription row and a period's credits, as Stripe's webhooks would leave them."""
+    import time as _time
+
+    from services import credits as _credits
+    from services import db as _db
+
+    now = int(_time.time())
+    user_id = _db.user_insert(conn, name, email, now)
+    _db.subscription_upsert(conn, user_id, {
+        "id": f"sub_test_{user_id}", "customer": f"cus_test_{user_id}", "status": status, "price_id": "price_test",
+        "current_period_start": now - 60, "current_period_end": now + 30 * 86400, "cancel_at_period_end": False,
+        "cancel_at": None, "ended_at": None}, now)
+    if balance:
+        _credits.grant_period(conn, user_id, balance, f"in_test_{user_id}", now)
+    return user_id
+
+
+def signed_in_client(app, conn, user_id):
+    """An in-process client with a session for the user; returns (client, csrf token)."""
+    from routes import web as _web
+    from services import sessions as _sessions
+
+    session = _sessions.create(conn, app.settings, _web.now(), user_id=user_id)
+    client = BufferedClient(app)
+    client.set_cookie(_sessions.cookie_name(app.settings), session.token)
+    return client, session.csrf_token
+
+
 # --- Chromium -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,315 @@
+"""The worker against the OpenAI stand-in over real HTTP: the fault matrix with credits checked after each,
+two worker processes, a killed worker, cancel, fairness and the limits, on SQLite and MariaDB."""
+
+import datetime
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from services import batches, catalog, credits, db, worker
+from services.config import SETTING_NAMES
+from tests.conftest import ROOT, make_subscriber, openai_settings
+
+CATALOG = catalog.load()
+
+
+@pytest.fixture
+def studio(make_app, database, fake_openai):
+    """An app whose generation goes to the stand-in."""
+    return make_app(**openai_settings(fake_openai))
+
+
+def new_batch(app, conn, user_id, prompts, *, model="gpt-image-2", ratio="16:9", image_format="jpeg",
+              quality="low", names=()):
+    checked = batches.review(CATALOG, datetime.date.today(), prompts=list(prompts), names=list(names), style="",
+                             model_id=model, ratio=ratio, quality=quality, image_format=image_format,
+                             separator=", ", max_prompts=200, credits_left=credits.balance(conn, user_id))
+    assert checked.ok, checked.errors
+    batch_id, _ = batches.create(conn, CATALOG, user_id, checked, "", int(time.time()))
+    return batch_id
+
+
+def work(app, threads=2, **options):
+    return worker.run(app.settings, app.database, app.catalog, threads=threads, **options)
+
+
+def items(conn, batch_id):
+    return db.batch_items_of(conn, batch_id)
+
+
+def assert_ledger_consistent(conn, user_id):
+    assert credits.balance(conn, user_id) >= 0
+    assert db.credit_ledger_sum(conn, user_id) == credits.balance(conn, user_id)
+
+
+def test_a_batch_is_generated_with_exact_sizes_names_and_credits(studio, conn, fake_openai):
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, ["a red car", "a boat", "a lighthouse"], names=["car", "boat"])
+    stats = work(studio)
+    assert stats == {"done": 3}
+    rows = items(conn, batch_id)
+    assert [r["status"] for r in rows] == ["done"] * 3
+    assert [r["file_name"] for r in rows] == ["car.jpg", "boat.jpg", "003-a-lighthouse.jpg"]
+    for row in rows:
+        with Image.open(io.BytesIO((studio.settings.results_dir / row["result_path"]).read_bytes())) as image:
+            assert image.size == (1536, 864) and image.format == "JPEG"
+        assert (row["result_width"], row["result_height"]) == (1536, 864) and row["request_id"]
+    assert credits.balance(conn, user) == 300 - 3 * 2
+    assert_ledger_consistent(conn, user)
+    assert db.batch_get(conn, batch_id)["status"] == "done"
+    sent = fake_openai.requests
+    assert [r["size"] for r in sent] == ["1536x864"] * 3 and {r["n"] for r in sent} == {1}
+    assert all(len(r["user"]) == 32 and str(user) != r["user"] for r in sent)
+
+
+@pytest.mark.parametrize("model, ratio, requested", [("gpt-image-1-mini", "9:16", "1024x1536"),
+                                                     ("gpt-image-1.5", "16:9", "1536x1024"),
+                                                     ("gpt-image-2", "9:16", "864x1536")])
+def test_models_without_the_exact_size_are_cropped(studio, conn, fake_openai, model, ratio, requested):
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, ["p"], model=model, ratio=ratio, image_format="png")
+    work(studio, threads=1)
+    row = items(conn, batch_id)[0]
+    assert fake_openai.requests[0]["size"] == requested
+    with Image.open(studio.settings.results_dir / row["result_path"]) as image:
+        assert image.size == CATALOG.get(model).sizes[ratio].output and image.format == "PNG"
+
+
+# --- the fault matrix: each fault once (or until the attempts run out), credits checked after each ---------------
+
+RECOVERS = ["rate_limit", "server_error", "unavailable", "bad_gateway", "malformed", "empty", "bad_base64", "hang"]
+
+
+@pytest.mark.parametrize("fault", RECOVERS)
+def test_a_passing_fault_is_retried_and_charged_once(studio, conn, fake_openai, fault):
+    fake_openai.hang_seconds = 4  # longer than the test's 2 s read timeout
+    fake_openai.fail_next(fault, count=1, **({"retry_after_ms": 50} if fault == "rate_limit" else {}))
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, ["one prompt"])
+    work(studio, threads=1)
+    row = items(conn, batch_id)[0]
+    assert row["status"] == "done", row
+    assert len(fake_openai.requests) == 2
+    assert credits.balance(conn, user) == 298
+    assert conn.scalar("SELECT COUNT(*) AS n FROM credit_ledger WHERE reason = 'reserve'") == 1
+    assert row["attempts"] == (1 if fault == "rate_limit" else 2)  # a 429 does not count against the item
+    assert_ledger_consistent(conn, user)
+
+
+@pytest.mark.parametrize("fault, code", [("server_error", "upstream"), ("hang", "timeout")])
+def test_a_lasting_fault_fails_after_three_attempts_and_refunds(studio, conn, fake_openai, fault, code):
+    fake_openai.hang_seconds = 4
+    fake_openai.fail_next(fault, count=3)
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, ["one prompt"])
+    work(studio, threads=1)
+    row = items(conn, batch_id)[0]
+    assert (row["status"], row["error_code"], row["attempts"]) == ("failed", code, 3)
+    assert len(fake_openai.requests) == 3
+    assert credits.balance(conn, user) == 300
+    assert [r["reason"] for r in credits.recent(conn, user, 0)][:2] == ["refund", "reserve"]
+    assert_ledger_consistent(conn, user)
+
+
+def test_a_refused_prompt_fails_at_once_and_refunds(studio, conn, fake_openai):
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, [f"a {fake_openai.moderation_marker} thing", "a fine thing"])
+    work(studio, threads=1)
+    refused, fine = items(conn, batch_id)
+    assert (refused["status"], refused["error_code"]) == ("failed", "refused")
+    assert "safety system" in refused["error_message"]
+    assert fine["status"] == "done"
+    assert len(fake_openai.requests) == 2  # no retry for the refused one
+    assert credits.balance(conn, user) == 298
+    assert_ledger_consistent(conn, user)
+
+
+def test_insufficient_quota_pauses_all_work_and_refunds(studio, conn, fake_openai, caplog):
+    fake_openai.fail_next("insufficient_quota", count=1)
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, ["first", "second"])
+    stats = work(studio, threads=1, max_seconds=1.5)
+    assert stats == {"paused": 1}
+    assert "OPERATOR" in caplog.text
+    assert [r["status"] for r in items(conn, batch_id)] == ["queued", "queued"]
+    assert credits.balance(conn, user) == 300
+    assert_ledger_consistent(conn, user)
+    assert worker.paused(conn, int(time.time() * 1000))["reason"] == "quota"
+    db.worker_state_set(conn, "pause", "{}", int(time.time()))  # the operator topped up the account
+    work(studio, threads=1)
+    assert [r["status"] for r in items(conn, batch_id)] == ["done", "done"]
+    assert credits.balance(conn, user) == 296
+    assert_ledger_consistent(conn, user)
+
+
+def test_running_out_of_credits_fails_the_item_and_pauses_the_batch(studio, conn):
+    user = make_subscriber(conn, balance=4)
+    batch_id = new_batch(studio, conn, user, ["a", "b"], quality="low")  # 2 credits each: the review allows it
+    credits.reserve(conn, user, 3, "elsewhere", int(time.time()))  # then credits go elsewhere: 1 left
+    work(studio, threads=1)
+    first, second = items(conn, batch_id)
+    assert (first["status"], first["error_code"]) == ("failed", "no_credits")
+    assert second["status"] == "queued"
+    batch = db.batch_get(conn, batch_id)
+    assert (batch["status"], batch["pause_reason"]) == ("paused", "no_credits")
+    assert credits.balance(conn, user) == 1
+    assert_ledger_consistent(conn, user)
+
+
+def test_a_retired_model_fails_queued_items_without_charging(studio, conn, tmp_path):
+    import json
+
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, ["p"], model="gpt-image-1.5")
+    data = json.loads(catalog.DEFAULT_FILE.read_text(encoding="utf-8"))
+    data["models"][1]["retires"] = "2000-01-01"
+    (tmp_path / "retired.json").write_text(json.dumps(data), encoding="utf-8")
+    worker.run(studio.settings, studio.database, catalog.load(tmp_path / "retired.json"), threads=1)
+    row = items(conn, batch_id)[0]
+    assert (row["status"], row["error_code"]) == ("failed", "model_retired")
+    assert credits.balance(conn, user) == 300
+
+
+# --- several workers, a killed one, cancel ------------------------------------------------------------------
+
+def worker_env(app, fake):
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update({"APP_MODE": "test", "DATABASE_URL": app.settings.database_url, "VAR_DIR": str(app.settings.var_dir),
+                **openai_settings(fake), "WORKER_SLOTS": "4", "IMAGES_PER_MINUTE": "6000"})
+    return env
+
+
+def test_two_worker_processes_share_fifty_items_without_doing_one_twice(studio, conn, fake_openai):
+    fake_openai.latency = 0.05
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, [f"prompt {n}" for n in range(50)], image_format="png", ratio="1:1")
+    processes = [subprocess.Popen([sys.executable, "cli.py", "worker", "--max-seconds", "120"], cwd=ROOT,
+                                  env=worker_env(studio, fake_openai), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = []
+    for process in processes:
+        out, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err
+        outputs.append(out)
+    rows = items(conn, batch_id)
+    assert [r["status"] for r in rows] == ["done"] * 50
+    prompts = [r["prompt"] for r in fake_openai.requests]
+    assert sorted(prompts) == sorted({r["final_prompt"] for r in rows}) and len(prompts) == 50
+    assert all("done" in out for out in outputs), outputs  # both processes took a share
+    assert fake_openai.max_in_flight <= 4
+    assert credits.balance(conn, user) == 300 - 50 * 2
+    assert conn.scalar("SELECT COUNT(*) AS n FROM credit_ledger WHERE reason = 'reserve'") == 50
+    assert_ledger_consistent(conn, user)
+
+
+def test_an_item_of_a_killed_worker_is_recovered_and_charged_once(studio, conn, fake_openai):
+    fake_openai.latency = 30
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, ["slow one"])
+    env = worker_env(studio, fake_openai) | {"OPENAI_READ_TIMEOUT": "60"}
+    process = subprocess.Popen([sys.executable, "cli.py", "worker"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while fake_openai.in_flight == 0:
+            assert time.monotonic() < deadline, "the worker never called the API"
+            time.sleep(0.05)
+        assert items(conn, batch_id)[0]["status"] == "running"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    fake_openai.latency = 0
+    assert work(studio, threads=1) == {}  # the lease has not run out: nobody may take the item yet
+    conn.execute("UPDATE batch_items SET lease_until = ?", (int(time.time()) - 1,))  # as if it had
+    assert work(studio, threads=1) == {"done": 1}
+    row = items(conn, batch_id)[0]
+    assert row["status"] == "done" and row["attempts"] == 2
+    assert credits.balance(conn, user) == 298
+    assert conn.scalar("SELECT COUNT(*) AS n FROM credit_ledger WHERE reason = 'reserve'") == 1
+    assert_ledger_consistent(conn, user)
+
+
+def test_cancel_stops_queued_items_and_refunds_any_that_held_credits(studio, conn, fake_openai):
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, ["a", "b", "c"])
+    fake_openai.fail_next("rate_limit", count=1, retry_after_ms=60_000)  # the first item waits a minute, charged
+    work(studio, threads=1, max_seconds=1)
+    assert credits.balance(conn, user) == 298
+    cancelled = batches.cancel(conn, user, batch_id, int(time.time()))
+    assert cancelled == 3
+    assert {r["status"] for r in items(conn, batch_id)} == {"cancelled"}
+    assert credits.balance(conn, user) == 300
+    assert_ledger_consistent(conn, user)
+    assert db.batch_get(conn, batch_id)["status"] == "done"
+    assert work(studio, threads=1) == {}
+
+
+def test_slots_are_shared_fairly_between_subscribers(make_app, database, conn, fake_openai):
+    app = make_app(**openai_settings(fake_openai, WORKER_SLOTS="2", IMAGES_PER_MINUTE="6000"))
+    fake_openai.latency = 0.1
+    ana, ben = make_subscriber(conn, "Ana", "a@example.com"), make_subscriber(conn, "Ben", "b@example.com")
+    first = new_batch(app, conn, ana, [f"ana {n}" for n in range(6)])
+    new_batch(app, conn, ben, [f"ben {n}" for n in range(6)])
+    work(app, threads=2)
+    order = [r["prompt"].split()[0] for r in fake_openai.requests]
+    assert sorted(order) == ["ana"] * 6 + ["ben"] * 6
+    # Two slots, two subscribers: every pair of starts serves both (Ana's earlier batch does not go first in full).
+    assert all(sorted(order[i:i + 2]) == ["ana", "ben"] for i in range(0, 12, 2)), order
+    assert fake_openai.max_in_flight <= 2
+    assert [r["position"] for r in items(conn, first)] == list(range(1, 7))
+
+
+def test_a_lone_subscriber_uses_every_slot(make_app, database, conn, fake_openai):
+    app = make_app(**openai_settings(fake_openai, WORKER_SLOTS="4", IMAGES_PER_MINUTE="6000"))
+    fake_openai.latency = 0.2
+    user = make_subscriber(conn)
+    new_batch(app, conn, user, [f"p {n}" for n in range(8)])
+    started = time.monotonic()
+    work(app, threads=4)
+    assert fake_openai.max_in_flight == 4
+    assert time.monotonic() - started < 8 * 0.2  # in parallel, not one after another
+
+
+def test_the_images_per_minute_budget_is_kept(make_app, database, conn, fake_openai):
+    app = make_app(**openai_settings(fake_openai, WORKER_SLOTS="4", IMAGES_PER_MINUTE="120"))
+    user = make_subscriber(conn)
+    new_batch(app, conn, user, [f"p {n}" for n in range(5)])
+    started = time.monotonic()
+    work(app, threads=4)
+    elapsed = time.monotonic() - started
+    assert elapsed >= 4 * 0.5 * 0.9  # 120 a minute: one start every 0.5 s
+    assert fake_openai.count_by_status.get(429, 0) == 0
+
+
+def test_a_429_lowers_the_pace_for_every_worker(studio, conn, fake_openai):
+    user = make_subscriber(conn)
+    new_batch(studio, conn, user, ["a", "b"])
+    fake_openai.fail_next("rate_limit", count=1, retry_after_ms=300)
+    work(studio, threads=2)
+    pace = worker._load_pace(conn, studio.settings)
+    assert pace.ipm < studio.settings.images_per_minute * 1.0 or pace.cooldown_until_ms > 0
+    assert fake_openai.count_by_status.get(429) == 1
+
+
+def test_cleanup_expires_old_results_and_deletes_orphans(studio, conn, fake_openai):
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, ["a", "b"])
+    work(studio, threads=1)
+    old = items(conn, batch_id)[0]
+    conn.execute("UPDATE batch_items SET finished_at = ? WHERE id = ?", (int(time.time()) - 8 * 86400, old["id"]))
+    orphan = studio.settings.results_dir / "999" / "1-1.jpg"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"x")
+    os.utime(orphan, (time.time() - 3600, time.time() - 3600))
+    expired, orphans, leases = worker.cleanup(conn, studio.settings, int(time.time()))
+    assert (expired, orphans, leases) == (1, 1, 0)
+    assert items(conn, batch_id)[0]["status"] == "expired" and items(conn, batch_id)[1]["status"] == "done"
+    assert not (studio.settings.results_dir / old["result_path"]).exists() and not orphan.exists()
+    assert (studio.settings.results_dir / items(conn, batch_id)[1]["result_path"]).exists()
+    assert worker.cleanup(conn, studio.settings, int(time.time())) == (0, 0, 0)
