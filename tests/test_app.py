@@ -105,7 +105,8 @@ def sign_in_through_the_demo_stand_in(base):
             assert account.url == base + "/account", account.url
             assert "Ana García" in account.text
             if provider == "google":
-                subscribe_through_the_demo_stand_in(browser, base)
+                token = subscribe_through_the_demo_stand_in(browser, base)
+                generate_through_the_demo_stand_in(browser, base, token)
 
 
 def subscribe_through_the_demo_stand_in(browser, base):
@@ -120,6 +121,31 @@ def subscribe_through_the_demo_stand_in(browser, base):
     paid = browser.post(checkout.url, data={"action": "pay"}, timeout=10)
     assert paid.url == base + "/account?welcome=1", paid.url
     assert '<dd class="credits-left">300</dd>' in paid.text
+    return token
+
+
+def generate_through_the_demo_stand_in(browser, base, token):
+    """The subscriber starts a batch through the JSON API; the demo's worker thread generates it, names and all."""
+    import io
+
+    from PIL import Image
+
+    form = {"prompts": "a red fox\na lighthouse at dusk", "names": "fox", "style": "watercolour",
+            "model": "gpt-image-2", "format": "png", "ratio": "9:16", "quality": "low"}
+    created = browser.post(base + "/api/batches", json=form, headers={"X-CSRF-Token": token}, timeout=10)
+    assert created.status_code == 201, created.text
+    batch_id = created.json()["batch"]["id"]
+    deadline = time.monotonic() + 30
+    while (status := browser.get(f"{base}/api/batches/{batch_id}", timeout=10).json())["batch"]["status"] != "done":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert [i["status"] for i in status["items"]] == ["done", "done"]
+    assert [i["file_name"] for i in status["items"]] == ["fox.png", "002-a-lighthouse-at-dusk.png"]
+    image = browser.get(f"{base}/api/batches/{batch_id}/items/{status['items'][0]['id']}/image", timeout=10)
+    with Image.open(io.BytesIO(image.content)) as picture:
+        assert (picture.size, picture.format) == ((864, 1536), "PNG")
+    account = browser.get(base + "/account", timeout=10)
+    assert '<dd class="credits-left">296</dd>' in account.text
 
 
 def test_demo_command_serves_the_landing_page_in_both_languages(tmp_path):
