@@ -392,6 +392,16 @@ def test_images_per_minute_is_enforced_and_recovers_after_the_window():
         assert fake.count_by_status == {200: 4, 429: 2}
 
 
+def test_a_quantized_limit_refuses_a_burst_within_its_shorter_window():
+    clock = Clock()
+    with FakeOpenAI(api_key=KEY, images_per_minute=120, clock=clock, window_seconds=1) as fake:  # 2 a second
+        assert [gen(fake, quality="low").status_code for _ in range(3)] == [200, 200, 429]
+        clock.now += 1.01
+        assert gen(fake, quality="low").status_code == 200
+    with pytest.raises(ValueError):
+        FakeOpenAI(window_seconds=0)
+
+
 def test_no_rate_limit_headers_without_a_limit(fake):
     response = gen(fake, quality="low")
     assert not [h for h in response.headers if h.lower().startswith("x-ratelimit-")]
@@ -491,9 +501,11 @@ def test_the_log_has_no_key_and_only_the_start_of_the_prompt(fake, caplog):
 
 def test_the_command_line_builds_a_configured_stand_in():
     fake = build_from_args(parse_args(["--port", "0", "--latency", "0.5", "--images-per-minute", "30",
-                                       "--fault", "server_error=0.25", "--seed", "3", "--models", "gpt-image-2"]))
+                                       "--fault", "server_error=0.25", "--seed", "3", "--models", "gpt-image-2",
+                                       "--window-seconds", "2"]))
     try:
         assert (fake.latency, fake.images_per_minute, fake.models) == (0.5, 30, ["gpt-image-2"])
+        assert fake.window_seconds == 2
         assert fake._rates == {"server_error": 0.25}
     finally:
         fake.stop()

@@ -70,8 +70,11 @@ Real behaviours copied, and where they were read (2026):
 Where the stand-in differs from OpenAI (on purpose):
 
 * No streaming (``stream: true`` gets a 400 saying so), no edits or variations, no URLs.
-* The rate limit is a rolling 60-second window of images (``images_per_minute``), not a token
-  bucket. ``x-ratelimit-reset-*`` says when the oldest image in the window leaves it, that is when
+* The rate limit is a rolling window of images (``images_per_minute``), not a token bucket; 60 s
+  long by default. OpenAI's rate-limit guide warns that limits "may be quantized", enforced over
+  shorter periods (60,000 a minute as 1,000 a second): ``window_seconds`` (``--window-seconds``)
+  shortens the window and scales the limit to it (at least 1), so a client cannot burst a whole
+  minute's images at once. ``x-ratelimit-reset-*`` says when the oldest image in the window leaves it, that is when
   the next one fits (OpenAI documents the time until the limit is back to full; in a rolling
   window that is always about 60 s right after a call, which tells a client nothing). Without a
   limit no ``x-ratelimit-*`` headers are sent. Injected faults never use the window.
@@ -402,11 +405,14 @@ class FakeOpenAI:
 
     def __init__(self, api_key: str = "sk-test-fake-openai", latency: float = 0.0, images_per_minute: int | None = None,
                  port: int = 0, clock=None, host: str = "127.0.0.1", moderation_marker: str = "FORBIDDEN",
-                 hang_seconds: float = 30.0, models=None):
+                 hang_seconds: float = 30.0, models=None, window_seconds: float = WINDOW_SECONDS):
         if host != "127.0.0.1":
             raise ValueError("the OpenAI stand-in binds 127.0.0.1 only")
         self.api_key = api_key
         self.clock = clock or time.time
+        if not 0 < window_seconds <= WINDOW_SECONDS:
+            raise ValueError("window_seconds must be more than 0 and at most 60")
+        self.window_seconds = float(window_seconds)
         self._defaults = {"latency": float(latency), "images_per_minute": images_per_minute,
                           "moderation_marker": moderation_marker, "hang_seconds": float(hang_seconds),
                           "models": list(models) if models is not None else list(MODELS)}
@@ -603,11 +609,12 @@ class FakeOpenAI:
     def _admit(self, model: str, images: int) -> dict:
         """Take room in the rolling window for these images, or raise the 429; returns the x-ratelimit headers."""
         with self._lock:
-            limit = self.images_per_minute
-            if limit is None:
+            if self.images_per_minute is None:
                 return {}
+            span = self.window_seconds
+            limit = max(1, round(self.images_per_minute * span / WINDOW_SECONDS))
             now = self._now()
-            while self._window and self._window[0][0] <= now - WINDOW_SECONDS:
+            while self._window and self._window[0][0] <= now - span:
                 self._window.popleft()
             used = sum(count for _, count in self._window)
             if used + images > limit:
@@ -615,10 +622,10 @@ class FakeOpenAI:
                 for stamp, count in self._window:
                     freed += count
                     if used + images - freed <= limit:
-                        wait = stamp + WINDOW_SECONDS - now
+                        wait = stamp + span - now
                         break
                 else:
-                    wait = WINDOW_SECONDS
+                    wait = span
                 headers = self._ratelimit_headers(limit, max(0, limit - used), wait)
                 headers.update({"retry-after": str(max(1, math.ceil(wait))),
                                 "retry-after-ms": str(math.ceil(wait * 1000))})
@@ -627,7 +634,7 @@ class FakeOpenAI:
                                     f"{go_duration(wait)}. Visit https://platform.openai.com/account/rate-limits to "
                                     "learn more.", type_="requests", code="rate_limit_exceeded", headers=headers)
             self._window.append((now, images))
-            reset = self._window[0][0] + WINDOW_SECONDS - now
+            reset = self._window[0][0] + span - now
             return self._ratelimit_headers(limit, limit - used - images, reset)
 
     @staticmethod
@@ -666,6 +673,7 @@ class FakeOpenAI:
 
     def _generations(self, headers, raw: bytes, request_id: str) -> _Reply | None:
         """Answer POST /v1/images/generations; None when the stand-in stopped while the request slept."""
+        started = time.monotonic()
         self._authenticate(headers.get("Authorization") or "")
         try:
             body = json.loads(raw.decode("utf-8"))
@@ -697,8 +705,6 @@ class FakeOpenAI:
                                     "safety_violations=[violence].", type_="image_generation_user_error",
                                code="moderation_blocked", headers=limit_headers)
         kind = fault[0] if fault else None
-        if kind != "hang" and self._sleep(self.latency):
-            return None
         created = int(self._now())
         if kind == "empty":
             payload = {"created": created, "data": []}
@@ -715,6 +721,9 @@ class FakeOpenAI:
         text = json.dumps(payload, indent=2).encode("utf-8")
         if kind == "malformed":
             text = text[: len(text) // 2]
+        # The latency is the whole time the API takes, drawing included (as openai-processing-ms would show).
+        if kind != "hang" and self._sleep(max(0.0, self.latency - (time.monotonic() - started))):
+            return None
         return _Reply(200, text, headers=limit_headers, model=order.model, size=order.size)
 
     def _models(self, headers, model_id: str | None) -> _Reply:
@@ -893,6 +902,8 @@ def parse_args(argv=None):
     parser.add_argument("--latency", type=float, default=0.0, help="seconds each generation takes")
     parser.add_argument("--images-per-minute", type=int, default=None, help="rolling 60-s limit (default: none)")
     parser.add_argument("--moderation-marker", default="FORBIDDEN", help="prompts containing it are refused")
+    parser.add_argument("--window-seconds", type=float, default=WINDOW_SECONDS,
+                        help="the rate window (default 60); shorter scales the limit to it, as a quantized limit")
     parser.add_argument("--hang-seconds", type=float, default=30.0, help="how long a 'hang' fault sleeps")
     parser.add_argument("--fault", action="append", default=[], metavar="KIND=RATE",
                         help=f"random faults per generation; KIND one of {', '.join(FAULT_KINDS)}")
@@ -906,7 +917,7 @@ def build_from_args(args) -> FakeOpenAI:
     models = [m for m in args.models.split(",") if m] if args.models else None
     fake = FakeOpenAI(api_key=args.api_key, latency=args.latency, images_per_minute=args.images_per_minute,
                       port=args.port, moderation_marker=args.moderation_marker, hang_seconds=args.hang_seconds,
-                      models=models)
+                      models=models, window_seconds=args.window_seconds)
     rates = {}
     for spec in args.fault:
         kind, _, rate = spec.partition("=")
