@@ -159,6 +159,7 @@ CREATE TABLE IF NOT EXISTS batch_items (
   charged INT NOT NULL DEFAULT 0,
   not_before_ms BIGINT NOT NULL DEFAULT 0,
   lease_until BIGINT NOT NULL DEFAULT 0,
+  call_until BIGINT NOT NULL DEFAULT 0,
   worker VARCHAR(64) NULL,
   error_code VARCHAR(32) NULL,
   error_message VARCHAR(500) NULL,

@@ -621,7 +621,7 @@ def stripe_events_delete_before(conn: Connection, before: int) -> int:
 _BATCH_COLUMNS = ("id, user_id, request_token, status, pause_reason, model, ratio, quality, image_format, width, "
                   "height, style, item_count, credits_per_item, last_started_ms, created_at, updated_at")
 _ITEM_COLUMNS = ("id, batch_id, position, prompt, final_prompt, file_name, status, attempts, charge, charged, "
-                 "not_before_ms, lease_until, worker, error_code, error_message, request_id, result_path, "
+                 "not_before_ms, lease_until, call_until, worker, error_code, error_message, request_id, result_path, "
                  "result_bytes, result_width, result_height, created_at, started_at, finished_at")
 
 
@@ -730,8 +730,8 @@ def worker_state_set(conn: Connection, name: str, value: str, now: int) -> None:
 
 
 def items_running(conn: Connection, now: int) -> int:
-    """Items being generated now (running with a live lease), across all workers."""
-    return conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE status = 'running' AND lease_until > ?", (now,))
+    """Calls to the upstream in flight now (running items whose call is live), across all workers."""
+    return conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE status = 'running' AND call_until > ?", (now,))
 
 
 def upstream_calls_since(conn: Connection, since_ms: int) -> tuple[int, int | None]:
@@ -748,11 +748,11 @@ def upstream_call_record(conn: Connection, started_ms: int) -> None:
 
 
 def next_batch_to_serve(conn: Connection, now: int, now_ms: int) -> dict | None:
-    """The active batch whose owner has the fewest items running, then the one served longest ago, with work ready."""
+    """The active batch whose owner has the fewest calls in flight, then the one served longest ago, with work ready."""
     return conn.one(
         "SELECT b.id, b.user_id, b.last_started_ms, "
         "(SELECT COUNT(*) FROM batch_items r JOIN batches rb ON rb.id = r.batch_id "
-        " WHERE rb.user_id = b.user_id AND r.status = 'running' AND r.lease_until > ?) AS running "
+        " WHERE rb.user_id = b.user_id AND r.status = 'running' AND r.call_until > ?) AS running "
         "FROM batches b WHERE b.status = 'active' AND EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id "
         " AND ((i.status = 'queued' AND i.not_before_ms <= ?) OR (i.status = 'running' AND i.lease_until <= ?))) "
         "ORDER BY running, b.last_started_ms, b.id LIMIT 1", (now, now_ms, now))
@@ -771,12 +771,19 @@ def soonest_due_ms(conn: Connection) -> int | None:
                        "WHERE b.status = 'active' AND i.status = 'queued'")
 
 
-def batch_item_claim(conn: Connection, item_id: int, worker: str, lease_until: int, now: int) -> bool:
-    """Take a ready item for a worker (one attempt more); True if this call got it."""
+def batch_item_claim(conn: Connection, item_id: int, worker: str, lease_until: int, call_until: int,
+                     now: int) -> bool:
+    """Take a ready item for a worker (one attempt more, its call counted in flight); True if this call got it."""
     return conn.execute(
         "UPDATE batch_items SET status = 'running', attempts = attempts + 1, worker = ?, lease_until = ?, "
-        "started_at = ? WHERE id = ? AND (status = 'queued' OR (status = 'running' AND lease_until <= ?))",
-        (worker, lease_until, now, item_id, now)) == 1
+        "call_until = ?, started_at = ? "
+        "WHERE id = ? AND (status = 'queued' OR (status = 'running' AND lease_until <= ?))",
+        (worker, lease_until, call_until, now, item_id, now)) == 1
+
+
+def batch_item_call_ended(conn: Connection, item_id: int, worker: str) -> None:
+    """The item's upstream call is over (its slot is free while the worker stores the result)."""
+    conn.execute("UPDATE batch_items SET call_until = 0 WHERE id = ? AND worker = ?", (item_id, worker))
 
 
 def batch_touch_started(conn: Connection, batch_id: int, now_ms: int) -> None:

@@ -14,12 +14,22 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import threading
 
 import requests
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10
+_local = threading.local()
+
+
+def _session() -> requests.Session:
+    """This thread's HTTP session: one kept-alive connection per worker thread, not a TLS handshake per image."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+    return session
 
 # What the worker does with each kind of failure:
 #   moderation, invalid -> fail the item, refund, no retry (retrying cannot help)
@@ -94,7 +104,7 @@ def generate(base_url: str, api_key: str, *, model: str, prompt: str, size: str,
     body = {"model": model, "prompt": prompt, "n": 1, "size": size, "quality": quality,
             "output_format": output_format, "user": user}
     try:
-        response = requests.post(f"{base_url}/images/generations", json=body,
+        response = _session().post(f"{base_url}/images/generations", json=body,
                                  headers={"Authorization": f"Bearer {api_key}"},
                                  timeout=(CONNECT_TIMEOUT, read_timeout))
     except requests.Timeout:

@@ -3,13 +3,15 @@
 Scheduling lives in the database, so several worker processes (cron starts one a minute, a
 new batch kicks one, the demo runs one as a thread) share the upstream's limits:
 
-* at most WORKER_SLOTS calls in flight in all processes together (running items whose
-  lease has not expired);
+* at most WORKER_SLOTS calls in flight in all processes together (running items whose call
+  is live: `call_until` is set at the claim and cleared when the call returns, so storing one
+  result never holds a slot; a process runs two threads more than the slots so that the next
+  call starts while a result is being stored);
 * at most IMAGES_PER_MINUTE starts in any 60 s, and starts spaced by 60 s / pace, where the
   pace drops by 30 % on a 429 (and waits its Retry-After) and climbs back by 10 % of the
   budget on each success, so a big batch runs near the limit without a storm of refusals;
-* fair and work-conserving: each free slot goes to the subscriber with the fewest items
-  running (then the batch served longest ago), and within a batch to the first item in list
+* fair and work-conserving: each free slot goes to the subscriber with the fewest calls
+  in flight (then the batch served longest ago), and within a batch to the first item in list
   order. A lone subscriber gets every slot; several share them evenly.
 
 A claim happens in one transaction behind a lock row (SQLite's BEGIN IMMEDIATE does the same),
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 LEASE_EXTRA = 120  # seconds a lease outlives the longest call, before another worker may take the item
+CALL_EXTRA = 5  # seconds a call counts in flight after its read timeout (a killed worker's slot comes back)
+EXTRA_THREADS = 2  # threads beyond the slots, to store results while the slots keep calling
+PACE_MARGIN_MS = 5  # added to every spacing: a request's trip varies by a few ms, an exact pace would hit the limit
+SLOT_POLL = 0.05  # seconds a thread waits for a slot held by another process before it looks again
 HEARTBEAT_EVERY = 5
 APP_ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,9 +119,10 @@ def claim(conn: db.Connection, settings: Settings, worker: str, now_ms: int) -> 
             due = db.soonest_due_ms(conn)
             return None, None if due is None else max(0.0, (due - now_ms) / 1000)
         if db.items_running(conn, now) >= settings.worker_slots:
-            return None, 0.05
+            return None, SLOT_POLL
         pace = _load_pace(conn, settings)
-        next_start = max(pace.cooldown_until_ms, pace.last_start_ms + int(60_000 / max(pace.ipm, 1.0)))
+        spacing = int(60_000 / max(pace.ipm, 1.0)) + PACE_MARGIN_MS
+        next_start = max(pace.cooldown_until_ms, pace.last_start_ms + spacing)
         if next_start > now_ms:
             return None, (next_start - now_ms) / 1000
         started, oldest = db.upstream_calls_since(conn, now_ms - 60_000)
@@ -123,10 +130,13 @@ def claim(conn: db.Connection, settings: Settings, worker: str, now_ms: int) -> 
             return None, (oldest + 60_000 - now_ms) / 1000
         item = db.next_item_of_batch(conn, batch["id"], now, now_ms)
         lease_until = now + settings.openai_read_timeout + LEASE_EXTRA
-        if item is None or not db.batch_item_claim(conn, item["id"], worker, lease_until, now):
+        call_until = now + settings.openai_read_timeout + CALL_EXTRA
+        if item is None or not db.batch_item_claim(conn, item["id"], worker, lease_until, call_until, now):
             return None, 0.0
         db.batch_touch_started(conn, batch["id"], now_ms)
         db.upstream_call_record(conn, now_ms)
+        # The actual start, not the planned one: catching up on a late start would put two starts closer than
+        # the spacing, and an upstream that enforces its limit over a short window refuses the second.
         pace.last_start_ms = now_ms
         _save_pace(conn, pace, now)
     item = db.batch_item_get(conn, item["id"])
@@ -143,15 +153,20 @@ def _reset_seconds(text: str | None) -> float | None:
     return total or None
 
 
-def _on_success(conn: db.Connection, settings: Settings, ratelimit: dict[str, str], now_ms: int) -> None:
-    """Raise the pace again after a success; respect a window the headers say is used up."""
+def _on_success(conn: db.Connection, settings: Settings, ratelimit: dict[str, str], started_ms: int,
+                now_ms: int) -> None:
+    """Raise the pace again after a success; respect a window the headers say is used up.
+
+    The headers describe the window when the call was admitted, so a reset counts from the
+    call's start: by the time a long call returns, the window has usually moved on.
+    """
     with conn.transaction():
         pace = _load_pace(conn, settings)
         pace.ipm = min(settings.images_per_minute, pace.ipm + settings.images_per_minute * 0.1)
         if ratelimit.get("x-ratelimit-remaining-requests") == "0":
             wait = _reset_seconds(ratelimit.get("x-ratelimit-reset-requests"))
-            if wait:
-                pace.cooldown_until_ms = max(pace.cooldown_until_ms, now_ms + int(wait * 1000))
+            if wait and started_ms + wait * 1000 > now_ms:
+                pace.cooldown_until_ms = max(pace.cooldown_until_ms, started_ms + int(wait * 1000))
         _save_pace(conn, pace, now_ms // 1000)
 
 
@@ -183,8 +198,13 @@ def _fail(conn: db.Connection, worker: str, batch: dict, item: dict, code: str, 
             db.batch_finish_if_idle(conn, batch["id"], now)
 
 
-def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: str, item: dict) -> str:
-    """Generate one claimed item to the end; return what happened (done, failed, retry, paused)."""
+def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: str, item: dict,
+            call_ended: threading.Condition | None = None) -> str:
+    """Generate one claimed item to the end; return what happened (done, failed, retry, paused).
+
+    When the upstream call returns, its slot is released and `call_ended` (if given) wakes the
+    threads of this process waiting for a slot.
+    """
     now = int(time.time())
     batch = db.batch_get(conn, item["batch_id"])
     model = catalog.get(batch["model"])
@@ -203,12 +223,19 @@ def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: s
         db.batch_item_set_charged(conn, item["id"], batch["credits_per_item"])
         item = {**item, "charged": batch["credits_per_item"]}
     size = model.sizes[batch["ratio"]]
+    started_ms = _now_ms()
     try:
-        generated = openai_images.generate(
-            settings.openai_base_url, settings.openai_api_key, model=model.id, prompt=item["final_prompt"],
-            size=size.request_text, quality=batch["quality"], output_format=batch["image_format"],
-            user=openai_images.user_hash(settings.secret_key, batch["user_id"]),
-            read_timeout=settings.openai_read_timeout)
+        try:
+            generated = openai_images.generate(
+                settings.openai_base_url, settings.openai_api_key, model=model.id, prompt=item["final_prompt"],
+                size=size.request_text, quality=batch["quality"], output_format=batch["image_format"],
+                user=openai_images.user_hash(settings.secret_key, batch["user_id"]),
+                read_timeout=settings.openai_read_timeout)
+        finally:
+            db.batch_item_call_ended(conn, item["id"], worker)
+            if call_ended is not None:
+                with call_ended:
+                    call_ended.notify()
         finished = imaging.finish(generated.data, size.output, batch["image_format"])
     except ImageAPIError as exc:
         return _handle_failure(conn, settings, worker, batch, item, exc)
@@ -225,7 +252,7 @@ def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: s
     if not stored:  # the lease ran out and another worker has the item: this copy is not the one
         (settings.results_dir / relative).unlink(missing_ok=True)
         return "lost"
-    _on_success(conn, settings, generated.ratelimit, _now_ms())
+    _on_success(conn, settings, generated.ratelimit, started_ms, _now_ms())
     log.info("item %s of batch %s done (%s, %d bytes, request %s)", item["id"], batch["id"], size.request_text,
              len(finished.data), generated.request_id)
     return "done"
@@ -279,12 +306,16 @@ def worker_name() -> str:
 def run(settings: Settings, database: db.Database, catalog: Catalog, *, threads: int | None = None,
         max_seconds: float | None = None, once: bool = False, idle_exit: bool = True,
         stop: threading.Event | None = None) -> dict[str, int]:
-    """Work the queue with `threads` loops until idle (or forever with idle_exit=False), a time limit or `stop`."""
+    """Work the queue with `threads` loops (default: slots + 2) until idle, a time limit or `stop`.
+
+    With idle_exit=False it waits for new work instead of returning when the queue is empty.
+    """
     stop = stop or threading.Event()
     name = worker_name()
     started = time.monotonic()
     stats: dict[str, int] = {}
     lock = threading.Lock()
+    call_ended = threading.Condition()
 
     def loop(index: int) -> None:
         conn = database.connect()
@@ -303,7 +334,7 @@ def run(settings: Settings, database: db.Database, catalog: Catalog, *, threads:
                     log.error("worker: database unavailable: %s", exc)
                     item, wait = None, 2.0
                 if item is not None:
-                    outcome = process(conn, settings, catalog, f"{name}-{index}", item)
+                    outcome = process(conn, settings, catalog, f"{name}-{index}", item, call_ended)
                     with lock:
                         stats[outcome] = stats.get(outcome, 0) + 1
                     if once:
@@ -311,11 +342,15 @@ def run(settings: Settings, database: db.Database, catalog: Catalog, *, threads:
                     continue
                 if wait is None and idle_exit:
                     return
-                stop.wait(min(max(wait or 0.5, 0.01), 1.0))
+                if wait == SLOT_POLL:  # every slot is busy: the end of a call here wakes us at once
+                    with call_ended:
+                        call_ended.wait(SLOT_POLL)
+                else:
+                    stop.wait(min(max(wait or 0.5, 0.01), 1.0))
         finally:
             conn.close()
 
-    count = threads or settings.worker_slots
+    count = threads or settings.worker_slots + EXTRA_THREADS
     loops = [threading.Thread(target=loop, args=(i,), name=f"worker-{i}", daemon=True) for i in range(count)]
     for thread in loops:
         thread.start()

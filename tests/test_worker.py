@@ -313,3 +313,45 @@ def test_cleanup_expires_old_results_and_deletes_orphans(studio, conn, fake_open
     assert not (studio.settings.results_dir / old["result_path"]).exists() and not orphan.exists()
     assert (studio.settings.results_dir / items(conn, batch_id)[1]["result_path"]).exists()
     assert worker.cleanup(conn, studio.settings, int(time.time())) == (0, 0, 0)
+
+
+# --- the command line: models-check and two cleanups at once ---------------------------------------------------
+
+def test_models_check_names_the_models_the_key_lacks_and_the_retirements(studio, fake_openai):
+    fake_openai.models = ["gpt-image-2", "gpt-image-1.5"]
+    result = subprocess.run([sys.executable, "cli.py", "models-check"], cwd=ROOT, env=worker_env(studio, fake_openai),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert "models-check: gpt-image-2: ok" in lines
+    assert any(line.startswith("models-check: gpt-image-1-mini: NOT available to this key") for line in lines)
+    assert any("gpt-image-1.5: retire" in line and "2026-12-01" in line for line in lines), lines
+    wrong = subprocess.run([sys.executable, "cli.py", "models-check"], cwd=ROOT, capture_output=True, text=True,
+                           env=worker_env(studio, fake_openai) | {"OPENAI_API_KEY": "sk-wrong-secret-key"}, timeout=60)
+    assert wrong.returncode == 3 and "cannot list the models (auth" in wrong.stderr
+    assert "sk-wrong-secret-key" not in wrong.stderr + wrong.stdout and "Traceback" not in wrong.stderr
+
+
+def test_two_cleanups_at_once_expire_each_image_once(studio, conn, fake_openai):
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, ["a", "b", "c"])
+    work(studio, threads=2)
+    conn.execute("UPDATE batch_items SET finished_at = ?", (int(time.time()) - 8 * 86400,))
+    env = worker_env(studio, fake_openai)
+    runs = [subprocess.Popen([sys.executable, "cli.py", "cleanup"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=60) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    expired = [int(out.split(" uncollected images expired")[0].rsplit(" ", 1)[-1]) for out, _ in outputs]
+    assert sum(expired) == 3, outputs
+    assert {r["status"] for r in items(conn, batch_id)} == {"expired"}
+    assert not any(studio.settings.results_dir.rglob("*.jpg"))
+
+
+def test_a_used_up_window_cools_down_from_the_calls_start_not_its_end(studio, conn):
+    now_ms = int(time.time() * 1000)
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "500ms"}
+    worker._on_success(conn, studio.settings, headers, now_ms - 2000, now_ms)  # the window moved on mid-call
+    assert worker._load_pace(conn, studio.settings).cooldown_until_ms == 0
+    worker._on_success(conn, studio.settings, headers | {"x-ratelimit-reset-requests": "6s"}, now_ms - 2000, now_ms)
+    assert worker._load_pace(conn, studio.settings).cooldown_until_ms == now_ms + 4000

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS batch_items (
   charged INTEGER NOT NULL DEFAULT 0,
   not_before_ms INTEGER NOT NULL DEFAULT 0,
   lease_until INTEGER NOT NULL DEFAULT 0,
+  call_until INTEGER NOT NULL DEFAULT 0,
   worker TEXT NULL,
   error_code TEXT NULL,
   error_message TEXT NULL,
