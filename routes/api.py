@@ -106,8 +106,21 @@ def register(app: web.App) -> None:
             raise fail(404 if exc.code == "not_found" else 409 if exc.code in ("not_ready", "gone") else 400,
                        exc.code, **exc.values) from None
 
+    def json_body():
+        """The request's JSON object, None for a form post; a body that is not a JSON object is a 400."""
+        if not bottle.request.content_type.startswith("application/json"):
+            return None
+        try:
+            data = bottle.request.json
+        except bottle.HTTPError:
+            raise fail(413 if bottle.request.content_length > bottle.request.MEMFILE_MAX else 400,
+                       "bad_request") from None
+        if not isinstance(data, dict):
+            raise fail(400, "bad_request")
+        return data
+
     def form_value(name, default=""):
-        data = bottle.request.json if bottle.request.content_type.startswith("application/json") else None
+        data = json_body()
         if data is not None:
             value = data.get(name, default)
             return value if isinstance(value, str) else default
@@ -120,7 +133,7 @@ def register(app: web.App) -> None:
         may_generate(user)
         try:
             prompts, names = batches.prompt_lines(form_value("prompts")), batches.name_lines(form_value("names"))
-            upload = bottle.request.files.get("prompts_file") if not bottle.request.json else None
+            upload = bottle.request.files.get("prompts_file") if json_body() is None else None
             if upload is not None and upload.raw_filename:
                 prompts, names = batches.read_upload(upload.raw_filename,
                                                      upload.file.read(app.settings.upload_max_bytes + 1),

@@ -143,3 +143,26 @@ def test_retry_failed_and_cancel(studio, ana, conn, fake_openai):
     assert [r["status"] for r in db.batch_items_of(conn, batch_id)] == ["done", "cancelled", "cancelled"]
     assert credits.balance(conn, user) == 298
     assert db.credit_ledger_sum(conn, user) == credits.balance(conn, user)
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"prompts"', b"null x", b"\xff\xfe"])
+def test_a_body_that_is_not_a_json_object_is_a_json_400(studio, ana, conn, body):
+    _user, client, token = ana
+    response = client.post("/api/batches", data=body, content_type="application/json",
+                           headers={"X-CSRF-Token": token})
+    assert response.status_code == 400, response.text
+    assert response.json["error"]["code"] == "bad_request"
+    assert conn.scalar("SELECT COUNT(*) AS n FROM batches") == 0
+
+
+def test_values_of_the_wrong_type_are_ignored_not_a_500(studio, ana):
+    _user, client, token = ana
+    response = create(client, token, prompts=["a", "b"], names={"x": 1}, style=7)
+    assert response.status_code == 422 and response.json["error"]["code"] == "no_prompts"
+
+
+def test_a_json_body_past_the_memory_limit_is_refused_with_413(studio, ana):
+    _user, client, token = ana
+    response = client.post("/api/batches", data=b'{"prompts": "' + b"a" * 2_000_000 + b'"}',
+                           content_type="application/json", headers={"X-CSRF-Token": token})
+    assert response.status_code == 413 and response.json["error"]["code"] == "bad_request"
