@@ -128,9 +128,16 @@ def load(path: Path | None = None) -> Catalog:
         raise CatalogError(f"cannot read the model catalogue {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise CatalogError(f"the model catalogue {path} is not valid JSON: {exc}") from None
+    return parse(raw, str(path))
+
+
+def parse(raw: dict, source: str = "(data)") -> Catalog:
+    """Check and build a catalogue from its JSON data; `source` names it in the error messages."""
+    if not isinstance(raw, dict):
+        raise CatalogError(f"the model catalogue {source} is not a JSON object")
     models = tuple(_model(entry, i) for i, entry in enumerate(raw.get("models") or []))
     if not models:
-        raise CatalogError(f"the model catalogue {path} lists no models")
+        raise CatalogError(f"the model catalogue {source} lists no models")
     if len({m.id for m in models}) != len(models):
-        raise CatalogError(f"the model catalogue {path} lists a model twice")
+        raise CatalogError(f"the model catalogue {source} lists a model twice")
     return Catalog(models)

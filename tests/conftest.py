@@ -6,6 +6,7 @@ laptop without them, the tests that need them skip and say why.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -23,7 +24,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
-from services import db  # noqa: E402
+from services import catalog, db  # noqa: E402
+
+# The catalogue the tests run with: the real one without retirement dates, so that the tests of the models
+# that retire (gpt-image-1.5 and gpt-image-1-mini on 2026-12-01) keep passing after that day. The tests of
+# retirement itself pass dates, or a catalogue, of their own.
+UNRETIRED_CATALOG_DATA = json.loads(catalog.DEFAULT_FILE.read_text(encoding="utf-8"))
+for _entry in UNRETIRED_CATALOG_DATA["models"]:
+    _entry["retires"] = None
+TEST_CATALOG = catalog.parse(UNRETIRED_CATALOG_DATA, "the tests' catalogue")
 
 REQUIRED = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 MARIADB_URL = os.environ.get("TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/")
@@ -105,7 +114,11 @@ def make_app(db_url, tmp_path):
     """Build apps in test mode on the test database; keyword arguments are setting overrides."""
 
     def factory(**overrides):
-        settings = {"APP_MODE": "test", "DATABASE_URL": db_url, "VAR_DIR": str(tmp_path / "var")}
+        catalog_file = tmp_path / "models.json"
+        if not catalog_file.exists():
+            catalog_file.write_text(json.dumps(UNRETIRED_CATALOG_DATA), encoding="utf-8")
+        settings = {"APP_MODE": "test", "DATABASE_URL": db_url, "VAR_DIR": str(tmp_path / "var"),
+                    "MODEL_CATALOG": str(catalog_file)}
         settings.update(overrides)
         return create_app(settings)
 
@@ -319,7 +332,8 @@ def page(browser):
     context = browser.new_context(locale="es-ES")
     new_page = context.new_page()
     new_page.problems = []
-    new_page.on("console", lambda msg: msg.type == "error" and new_page.problems.append(msg.text))
+    new_page.on("console", lambda msg: msg.type == "error" and new_page.problems.append(
+        f"{msg.text} ({msg.location.get('url', '')})"))
     new_page.on("pageerror", lambda exc: new_page.problems.append(str(exc)))
     yield new_page
     context.close()

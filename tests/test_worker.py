@@ -14,9 +14,9 @@ from PIL import Image
 
 from services import batches, catalog, credits, db, worker
 from services.config import SETTING_NAMES
-from tests.conftest import ROOT, make_subscriber, openai_settings
+from tests.conftest import ROOT, TEST_CATALOG, make_subscriber, openai_settings
 
-CATALOG = catalog.load()
+CATALOG = TEST_CATALOG
 
 
 @pytest.fixture
@@ -181,7 +181,8 @@ def test_a_retired_model_fails_queued_items_without_charging(studio, conn, tmp_p
 def worker_env(app, fake):
     env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     env.update({"APP_MODE": "test", "DATABASE_URL": app.settings.database_url, "VAR_DIR": str(app.settings.var_dir),
-                **openai_settings(fake), "WORKER_SLOTS": "4", "IMAGES_PER_MINUTE": "6000"})
+                **openai_settings(fake), "MODEL_CATALOG": app.settings.model_catalog, "WORKER_SLOTS": "4",
+                "IMAGES_PER_MINUTE": "6000"})
     return env
 
 
@@ -319,7 +320,8 @@ def test_cleanup_expires_old_results_and_deletes_orphans(studio, conn, fake_open
 
 def test_models_check_names_the_models_the_key_lacks_and_the_retirements(studio, fake_openai):
     fake_openai.models = ["gpt-image-2", "gpt-image-1.5"]
-    result = subprocess.run([sys.executable, "cli.py", "models-check"], cwd=ROOT, env=worker_env(studio, fake_openai),
+    env = worker_env(studio, fake_openai) | {"MODEL_CATALOG": str(catalog.DEFAULT_FILE)}  # the real dates
+    result = subprocess.run([sys.executable, "cli.py", "models-check"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
