@@ -71,16 +71,19 @@ def describe(state: dict) -> dict:
     """A batch's status as the page reads it."""
     batch, items = state["batch"], state["items"]
     return {
+        "now": web.now(),
         "batch": {key: batch[key] for key in ("id", "status", "pause_reason", "model", "ratio", "quality",
                                              "image_format", "width", "height", "item_count", "credits_per_item",
                                              "created_at")},
         "counts": state["counts"],
         "items": [{
             "id": item["id"], "position": item["position"], "prompt": item["prompt"],
-            "file_name": item["file_name"], "status": item["status"], "error_code": item["error_code"],
+            "final_prompt": item["final_prompt"], "file_name": item["file_name"], "status": item["status"],
+            "error_code": item["error_code"],
             "error": web.translate(FAILURE_MESSAGES[item["error_code"]])
             if item["status"] == "failed" and item["error_code"] in FAILURE_MESSAGES else None,
             "bytes": item["result_bytes"], "width": item["result_width"], "height": item["result_height"],
+            "started_at": item["started_at"], "finished_at": item["finished_at"],
         } for item in items],
     }
 
@@ -131,6 +134,9 @@ def register(app: web.App) -> None:
         """Create a batch from the reviewed form (the same request_token returns the same batch)."""
         user = user_or_401()
         may_generate(user)
+        already = batches.started_with(web.conn(), user["id"], form_value("request_token"))
+        if already is not None:  # the same Start again: that batch, before anything is re-checked
+            return _json(200, describe(batches.status(web.conn(), user["id"], already)))
         try:
             prompts, names = batches.prompt_lines(form_value("prompts")), batches.name_lines(form_value("names"))
             upload = bottle.request.files.get("prompts_file") if json_body() is None else None
@@ -155,7 +161,7 @@ def register(app: web.App) -> None:
                                for p in checked.errors]}
             return _json(422, body)
         batch_id, created = batches.create(web.conn(), app.catalog, user["id"], checked,
-                                           form_value("request_token"), web.now())
+                                           form_value("request_token"), web.now(), form_value("test_run") == "1")
         if created:
             worker.kick(app.settings, app.database)
         return _json(201 if created else 200, describe(batches.status(web.conn(), user["id"], batch_id)))
@@ -211,3 +217,19 @@ def register(app: web.App) -> None:
         batch_call(lambda: batches.resume(web.conn(), user["id"], batch_id, web.now()))
         worker.kick(app.settings, app.database)
         return _json(200, {"resumed": True})
+
+    @app.post("/api/batches/<batch_id:int>/stop")
+    def stop(batch_id):
+        """Pause an active batch: the items not started wait, uncharged."""
+        user = user_or_401()
+        return _json(200, {"stopped": batch_call(lambda: batches.stop(web.conn(), user["id"], batch_id, web.now()))})
+
+    @app.post("/api/batches/<batch_id:int>/continue")
+    def go_on(batch_id):
+        """After a test run: queue the items it held back."""
+        user = user_or_401()
+        may_generate(user)
+        count = batch_call(lambda: batches.go_on(web.conn(), user["id"], batch_id, web.now()))
+        if count:
+            worker.kick(app.settings, app.database)
+        return _json(200, {"queued": count})

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("png", "jpeg")
 UPLOAD_SUFFIXES = (".txt", ".csv")
+TEST_RUN_ITEMS = 3  # a test run generates the first 3 prompts and holds the rest until the owner goes on
 
 
 class BatchError(Exception):
@@ -182,8 +183,12 @@ def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names:
 # --- the batch's life --------------------------------------------------------------------------------
 
 def create(conn: db.Connection, catalog: Catalog, user_id: int, checked: Review, request_token: str,
-           now: int) -> tuple[int, bool]:
-    """Store a reviewed batch and its items (queued); return (id, created). The same token finds the same batch."""
+           now: int, test_run: bool = False) -> tuple[int, bool]:
+    """Store a reviewed batch and its items (queued); return (id, created). The same token finds the same batch.
+
+    A test run queues the first TEST_RUN_ITEMS items and holds the rest (nothing charged for them)
+    until `go_on()`.
+    """
     if not checked.ok:
         raise BatchError(checked.errors[0].code)
     token = request_token or secrets.token_urlsafe(16)
@@ -194,8 +199,15 @@ def create(conn: db.Connection, catalog: Catalog, user_id: int, checked: Review,
     with conn.transaction():
         batch_id = db.batch_insert(conn, user_id, token[:64], checked, size, now)
         db.batch_items_insert(conn, batch_id, [(i.position, i.prompt, i.final_prompt, i.file_name)
-                                               for i in checked.items], now)
+                                               for i in checked.items], now,
+                              hold_after=TEST_RUN_ITEMS if test_run else None)
     return batch_id, True
+
+
+def started_with(conn: db.Connection, user_id: int, request_token: str) -> int | None:
+    """The id of the batch this one-time token already started (Start pressed twice), or None."""
+    found = db.batch_by_token(conn, user_id, request_token[:64]) if request_token else None
+    return found["id"] if found else None
 
 
 def owned(conn: db.Connection, user_id: int, batch_id: int) -> dict:
@@ -226,10 +238,36 @@ def retry_failed(conn: db.Connection, user_id: int, batch_id: int, now: int) -> 
 
 
 def resume(conn: db.Connection, user_id: int, batch_id: int, now: int) -> None:
-    """Let a paused batch go on."""
+    """Let a paused batch go on (stopped by its owner, or out of credits)."""
     batch = owned(conn, user_id, batch_id)
     if batch["status"] == "paused":
-        db.batch_set_status(conn, batch_id, "active", None, now)
+        with conn.transaction():
+            db.batch_set_status(conn, batch_id, "active", None, now)
+            db.batch_finish_if_idle(conn, batch_id, now)
+
+
+def stop(conn: db.Connection, user_id: int, batch_id: int, now: int) -> bool:
+    """Pause an active batch: its queued items wait (nothing charged for them) until `resume()`."""
+    batch = owned(conn, user_id, batch_id)
+    if batch["status"] != "active":
+        return False
+    db.batch_set_status(conn, batch_id, "paused", "stopped", now)
+    return True
+
+
+def go_on(conn: db.Connection, user_id: int, batch_id: int, now: int) -> int:
+    """After a test run: queue the items it held back; returns how many."""
+    owned(conn, user_id, batch_id)
+    with conn.transaction():
+        count = db.batch_items_release_held(conn, batch_id)
+        if count:
+            db.batch_set_status(conn, batch_id, "active", None, now)
+    return count
+
+
+def recent(conn: db.Connection, user_id: int, limit: int = 20) -> list[dict]:
+    """The user's latest batches, newest first."""
+    return db.batches_of(conn, user_id, limit)
 
 
 def cancel(conn: db.Connection, user_id: int, batch_id: int, now: int) -> int:

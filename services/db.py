@@ -635,12 +635,20 @@ def batch_insert(conn: Connection, user_id: int, token: str, checked, size: tupl
          checked.style, len(checked.items), checked.credits_per_item, now, now))
 
 
-def batch_items_insert(conn: Connection, batch_id: int, items: list[tuple[int, str, str, str]], now: int) -> None:
-    """Store a batch's items (queued), in list order."""
+def batch_items_insert(conn: Connection, batch_id: int, items: list[tuple[int, str, str, str]], now: int,
+                       hold_after: int | None = None) -> None:
+    """Store a batch's items in list order: queued, or held past position `hold_after` (a test run)."""
     sql = ("INSERT INTO batch_items (batch_id, position, prompt, final_prompt, file_name, status, created_at) "
-           "VALUES (?, ?, ?, ?, ?, 'queued', ?)")
+           "VALUES (?, ?, ?, ?, ?, ?, ?)")
     for position, prompt, final_prompt, file_name in items:
-        conn.execute(sql, (batch_id, position, prompt, final_prompt, file_name, now))
+        status = "held" if hold_after is not None and position > hold_after else "queued"
+        conn.execute(sql, (batch_id, position, prompt, final_prompt, file_name, status, now))
+
+
+def batch_items_release_held(conn: Connection, batch_id: int) -> int:
+    """Queue the items a test run held back; return how many."""
+    return conn.execute("UPDATE batch_items SET status = 'queued' WHERE batch_id = ? AND status = 'held'",
+                        (batch_id,))
 
 
 def batch_by_token(conn: Connection, user_id: int, token: str) -> dict | None:
@@ -685,14 +693,15 @@ def batch_item_get(conn: Connection, item_id: int) -> dict | None:
 
 
 def batch_items_queued(conn: Connection, batch_id: int) -> list[dict]:
-    """A batch's items that have not started."""
-    return conn.all(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE batch_id = ? AND status = 'queued'", (batch_id,))
+    """A batch's items that have not started (queued, or held back by a test run)."""
+    return conn.all(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE batch_id = ? AND status IN ('queued', 'held')",
+                    (batch_id,))
 
 
 def batch_item_cancel(conn: Connection, item_id: int, now: int) -> bool:
-    """Cancel an item that is still queued; True if it was."""
+    """Cancel an item that has not started (queued or held); True if it was."""
     return conn.execute("UPDATE batch_items SET status = 'cancelled', charged = 0, finished_at = ? "
-                        "WHERE id = ? AND status = 'queued'", (now, item_id)) == 1
+                        "WHERE id = ? AND status IN ('queued', 'held')", (now, item_id)) == 1
 
 
 def batch_items_retry_failed(conn: Connection, batch_id: int, now: int) -> int:
