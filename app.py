@@ -14,7 +14,7 @@ if str(APP_ROOT) not in sys.path:  # Passenger and cron may start us from anothe
 
 import bottle  # noqa: E402
 
-from routes import api, auth, billing, errors, pages, static, web  # noqa: E402
+from routes import api, auth, billing, errors, pages, static, studio, web  # noqa: E402
 from services import billing as billing_service  # noqa: E402
 from services import catalog as model_catalog  # noqa: E402
 from services import db, i18n, oauth, worker  # noqa: E402
@@ -42,6 +42,7 @@ def create_app(overrides: dict | None = None, settings: Settings | None = None) 
     auth.register(app)
     billing.register(app)
     api.register(app)
+    studio.register(app)
     if settings.serve_static:
         static.register(app)
     errors.register(app)

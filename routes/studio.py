@@ -1,0 +1,244 @@
+"""The subscriber's pages: compose a batch, review it, start it, watch it, and the library.
+
+Compose and review are plain HTML forms (no JavaScript); the batch page is server-rendered and
+one ES module (public/js/batch.js) collects the images into IndexedDB; the library page lists
+what this browser keeps (public/js/library.js). The buttons of the batch page are forms too,
+so everything but collecting the images works without JavaScript.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+
+import bottle
+
+from routes import api, web
+from services import batches, billing, credits, worker
+from services.batches import TEST_RUN_ITEMS
+
+_ = web._
+
+WARNINGS = {
+    "name_cleaned": _("Name %(typed)s had characters a file name cannot hold: it becomes %(name)s."),
+    "name_renamed": _("Name %(typed)s was already used: it becomes %(name)s."),
+    "names_count": _("There are %(names)s names for %(prompts)s prompts: prompts without a name get one from "
+                     "their text, extra names are left out."),
+}
+
+PAUSES = {
+    "no_credits": _("Paused: your credits ran out. The remaining images wait, and nothing is charged for them. "
+                    "Resume when your credits are renewed, or cancel them."),
+    "stopped": _("Stopped: the remaining images wait, and nothing is charged for them until you resume."),
+}
+
+FIELDS = ("prompts", "names", "style", "model", "quality", "format", "ratio")
+CSV_TEMPLATE = "\ufeffprompt,name\r\na red fox in the snow at dawn,fox\r\na lighthouse at dusk,\r\n"
+
+
+def _fill(text: str, values: dict) -> str:
+    """Fill a translated message's %(name)s placeholders, leaving it whole if one is missing."""
+    try:
+        return text % values if values else text
+    except (KeyError, TypeError, ValueError):
+        return text
+
+
+def register(app: web.App) -> None:
+    """Add the compose, review, batch and library pages."""
+
+    def signed_in(path: str) -> dict:
+        user = web.current_user()
+        if user is None:
+            web.redirect(f"/login?next={path}")
+        return user
+
+    def plan_of(user: dict):
+        return billing.access(billing.current_subscription(web.conn(), user["id"]), web.now())
+
+    def defaults() -> dict:
+        available = app.catalog.available(datetime.date.today())
+        model = available[0] if available else app.catalog.models[0]
+        return {"prompts": "", "names": "", "style": "", "model": model.id, "quality": model.default_quality,
+                "format": "png", "ratio": "1:1"}
+
+    def posted() -> dict:
+        forms = bottle.request.forms
+        return {name: (forms.getunicode(name) or "") for name in FIELDS}
+
+    def price_table() -> list[dict]:
+        today = datetime.date.today()
+        table = []
+        for model in app.catalog.available(today):
+            prices = [price for by_quality in model.credits.values() for price in by_quality.values()]
+            table.append({"model": model, "prices": model.credits, "low": min(prices), "high": max(prices)})
+        return table
+
+    def compose(values: dict, problems=(), status: int = 200):
+        bottle.response.status = status
+        user = web.current_user()
+        return web.render("studio/compose.html", values=values, problems=problems, models=price_table(),
+                          balance=credits.balance(web.conn(), user["id"]), max_prompts=app.settings.plan_max_prompts,
+                          max_kb=app.settings.upload_max_bytes // 1024)
+
+    def problem_texts(problems) -> list[dict]:
+        texts = []
+        for problem in problems:
+            if problem.code in WARNINGS:
+                text = _fill(web.translate(WARNINGS[problem.code]), problem.values)
+            else:
+                text = api.message(problem.code, line=problem.line, **problem.values)
+            texts.append({"code": problem.code, "line": problem.line, "text": text})
+        return texts
+
+    def read_form(values: dict):
+        """The review of the posted form (an uploaded file replaces the typed prompts)."""
+        prompts, names = batches.prompt_lines(values["prompts"]), batches.name_lines(values["names"])
+        upload = bottle.request.files.get("prompts_file")
+        if upload is not None and upload.raw_filename:
+            prompts, file_names = batches.read_upload(upload.raw_filename,
+                                                      upload.file.read(app.settings.upload_max_bytes + 1),
+                                                      app.settings.upload_max_bytes)
+            names = names or file_names
+            # The file's lines go back into the form, so a second look needs no new upload.
+            values["prompts"] = "\n".join(prompts)
+            if not values["names"] and file_names:
+                values["names"] = "\n".join(name or "" for name in file_names)
+        user = web.current_user()
+        return batches.review(
+            app.catalog, datetime.date.today(), prompts=prompts, names=names, style=values["style"],
+            model_id=values["model"], ratio=values["ratio"], quality=values["quality"],
+            image_format=values["format"], separator=app.settings.prompt_separator,
+            max_prompts=app.settings.plan_max_prompts, credits_left=credits.balance(web.conn(), user["id"]))
+
+    def show_review(values: dict, checked, status: int = 200):
+        bottle.response.status = status
+        model = app.catalog.get(checked.model)
+        return web.render("studio/review.html", values=values, review=checked, model=model,
+                          size=model.sizes[checked.ratio].output, errors=problem_texts(checked.errors),
+                          warnings=problem_texts(checked.warnings), request_token=secrets.token_urlsafe(16),
+                          test_items=TEST_RUN_ITEMS)
+
+    @app.get("/generate")
+    def show_compose():
+        """The compose form: prompts, names, style, model, format, ratio, quality."""
+        user = signed_in("/generate")
+        if not plan_of(user).can_generate:
+            return web.render("studio/no_plan.html")
+        return compose(defaults())
+
+    @app.get("/generate/template.csv")
+    def prompts_template():
+        """A CSV file to start from: the prompt and name columns."""
+        bottle.response.content_type = "text/csv; charset=utf-8"
+        bottle.response.set_header("Content-Disposition", 'attachment; filename="images-in-bulk-prompts.csv"')
+        return CSV_TEMPLATE
+
+    @app.post("/generate")
+    def back_to_edit():
+        """The compose form again with what was sent (the review's "Back to edit")."""
+        signed_in("/generate")
+        return compose(posted())
+
+    @app.post("/generate/review")
+    def review_batch():
+        """Check the form and show the review; nothing is stored or charged."""
+        user = signed_in("/generate")
+        if not plan_of(user).can_generate:
+            return web.render("studio/no_plan.html")
+        values = posted()
+        try:
+            checked = read_form(values)
+        except batches.BatchError as exc:
+            return compose(values, [{"code": exc.code, "line": None, "text": api.message(exc.code, **exc.values)}],
+                           422)
+        if not checked.ok:
+            return compose(values, problem_texts(checked.errors), 422)
+        return show_review(values, checked)
+
+    @app.post("/batches")
+    def start_batch():
+        """Start the reviewed batch (or its test run); the same one-time token never starts a second one."""
+        user = signed_in("/generate")
+        if not plan_of(user).can_generate:
+            return web.render("studio/no_plan.html")
+        token = bottle.request.forms.get("request_token") or ""
+        already = batches.started_with(web.conn(), user["id"], token)
+        if already is not None:  # the second press of Start: the batch it started, before anything is re-checked
+            web.redirect(f"/batches/{already}")
+        values = posted()
+        try:
+            checked = read_form(values)
+        except batches.BatchError as exc:
+            return compose(values, [{"code": exc.code, "line": None, "text": api.message(exc.code, **exc.values)}],
+                           422)
+        if not checked.ok:
+            return show_review(values, checked, 422)
+        test_run = bottle.request.forms.get("test_run") == "1" and len(checked.items) > TEST_RUN_ITEMS
+        batch_id, created = batches.create(web.conn(), app.catalog, user["id"], checked, token, web.now(), test_run)
+        if created:
+            worker.kick(app.settings, app.database)
+        web.redirect(f"/batches/{batch_id}")
+
+    def owned_or_404(user: dict, batch_id: int) -> dict:
+        try:
+            return batches.status(web.conn(), user["id"], batch_id)
+        except batches.BatchError:
+            raise bottle.HTTPError(404) from None
+
+    @app.get("/batches/<batch_id:int>")
+    def show_batch(batch_id):
+        """The batch page: progress, each image in list order, the actions; batch.js collects the images."""
+        user = signed_in(f"/batches/{batch_id}")
+        state = owned_or_404(user, batch_id)
+        batch, counts = state["batch"], state["counts"]
+        held = counts.get("held", 0)
+        return web.render(
+            "studio/batch.html", batch=batch, items=state["items"], counts=counts,
+            finished=sum(counts.get(s, 0) for s in ("done", "delivered", "failed", "cancelled", "expired")),
+            ready=counts.get("done", 0) + counts.get("delivered", 0), held=held,
+            held_credits=held * batch["credits_per_item"],
+            pause_text=web.translate(PAUSES[batch["pause_reason"]]) if batch["pause_reason"] in PAUSES else None,
+            failure_texts={code: web.translate(text) for code, text in api.FAILURE_MESSAGES.items()},
+            balance=credits.balance(web.conn(), user["id"]), can_generate=plan_of(user).can_generate,
+            retention_days=app.settings.image_retention_days)
+
+    def batch_action(batch_id: int, action, needs_plan: bool = False):
+        user = signed_in(f"/batches/{batch_id}")
+        owned_or_404(user, batch_id)
+        if needs_plan and not plan_of(user).can_generate:
+            raise bottle.HTTPError(403)
+        if action(web.conn(), user["id"], batch_id, web.now()):
+            worker.kick(app.settings, app.database)
+        web.redirect(f"/batches/{batch_id}")
+
+    @app.post("/batches/<batch_id:int>/retry")
+    def retry_batch(batch_id):
+        """Queue the failed images again."""
+        batch_action(batch_id, batches.retry_failed, needs_plan=True)
+
+    @app.post("/batches/<batch_id:int>/continue")
+    def continue_batch(batch_id):
+        """After a test run: generate the rest."""
+        batch_action(batch_id, batches.go_on, needs_plan=True)
+
+    @app.post("/batches/<batch_id:int>/stop")
+    def stop_batch(batch_id):
+        """Pause the batch: the images not started wait."""
+        batch_action(batch_id, lambda *args: batches.stop(*args) and False)
+
+    @app.post("/batches/<batch_id:int>/resume")
+    def resume_batch(batch_id):
+        """Go on after a stop or after the credits ran out."""
+        batch_action(batch_id, lambda *args: batches.resume(*args) or True, needs_plan=True)
+
+    @app.post("/batches/<batch_id:int>/cancel")
+    def cancel_batch(batch_id):
+        """Cancel the images not started (nothing is charged for them)."""
+        batch_action(batch_id, lambda *args: batches.cancel(*args) and False)
+
+    @app.get("/library")
+    def show_library():
+        """The batches kept in this browser (library.js), and the account's latest batches."""
+        user = signed_in("/library")
+        return web.render("studio/library.html", recent=batches.recent(web.conn(), user["id"]))
