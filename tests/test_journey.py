@@ -314,7 +314,7 @@ def test_a_test_run_makes_three_then_the_rest(page, site, fake_openai):
 
 def test_every_page_is_accessible_and_ships_js_only_where_needed(page, site):
     base, _app = site
-    for path in ("/", "/terms", "/privacy", "/login", "/pricing"):
+    for path in ("/", "/terms", "/privacy", "/login", "/pricing", "/no-such-page"):
         assert shipped_js(page, base + path) == {}, path
         accessible(page)
     subscribe(page, base)
