@@ -196,6 +196,7 @@ def register(app: web.App) -> None:
         return web.render(
             "studio/batch.html", batch=batch, items=state["items"], counts=counts,
             model_label=getattr(app.catalog.get(batch["model"]), "label", batch["model"]),
+            service_paused=batch["status"] == "active" and worker.paused(web.conn(), web.now() * 1000) is not None,
             finished=sum(counts.get(s, 0) for s in ("done", "delivered", "failed", "cancelled", "expired")),
             ready=counts.get("done", 0) + counts.get("delivered", 0), held=held,
             held_credits=held * batch["credits_per_item"],

@@ -185,3 +185,16 @@ def test_spanish_pages(studio, ana):
     assert "Nuevo lote" in client.get("/generate").text
     page = review(client, token).text
     assert "Revisión: 4 imágenes" in page
+
+
+def test_one_banner_when_the_image_service_is_paused_for_everyone(studio, ana, conn):
+    import json
+    import time
+
+    _user, client, token = ana
+    batch_id = int(start(client, review(client, token).text).headers["Location"].rsplit("/", 1)[1])
+    assert 'id="service-banner"' not in client.get(f"/batches/{batch_id}").text
+    db.worker_state_set(conn, "pause", json.dumps({"until_ms": int(time.time() * 1000) + 60_000, "reason": "quota"}),
+                        int(time.time()))
+    page = client.get(f"/batches/{batch_id}").text
+    assert page.count('id="service-banner"') == 1 and "nothing is charged" in page
