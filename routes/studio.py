@@ -219,6 +219,12 @@ def register(app: web.App) -> None:
         """Queue the failed images again."""
         batch_action(batch_id, batches.retry_failed, needs_plan=True)
 
+    @app.post("/batches/<batch_id:int>/items/<item_id:int>/retry")
+    def retry_item(batch_id, item_id):
+        """Queue one failed image again."""
+        batch_action(batch_id, lambda conn, user_id, batch, now: batches.retry_failed(conn, user_id, batch, now,
+                                                                                    item_id), needs_plan=True)
+
     @app.post("/batches/<batch_id:int>/continue")
     def continue_batch(batch_id):
         """After a test run: generate the rest."""

@@ -228,12 +228,13 @@ def status(conn: db.Connection, user_id: int, batch_id: int) -> dict:
     return {"batch": batch, "items": items, "counts": counts}
 
 
-def retry_failed(conn: db.Connection, user_id: int, batch_id: int, now: int) -> int:
-    """Queue the failed items again (each a new charge); the batch becomes active. Returns how many."""
+def retry_failed(conn: db.Connection, user_id: int, batch_id: int, now: int, item_id: int | None = None) -> int:
+    """Queue the failed items (or one of them) again, each a new charge; the batch becomes active. Returns how many."""
     owned(conn, user_id, batch_id)
     with conn.transaction():
-        count = db.batch_items_retry_failed(conn, batch_id, now)
-        db.batch_set_status(conn, batch_id, "active", None, now)
+        count = db.batch_items_retry_failed(conn, batch_id, now, item_id)
+        if count:
+            db.batch_set_status(conn, batch_id, "active", None, now)
     return count
 
 

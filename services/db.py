@@ -704,12 +704,13 @@ def batch_item_cancel(conn: Connection, item_id: int, now: int) -> bool:
                         "WHERE id = ? AND status IN ('queued', 'held')", (now, item_id)) == 1
 
 
-def batch_items_retry_failed(conn: Connection, batch_id: int, now: int) -> int:
-    """Queue a batch's failed items again as a new charge; return how many."""
+def batch_items_retry_failed(conn: Connection, batch_id: int, now: int, item_id: int | None = None) -> int:
+    """Queue a batch's failed items (or just one of them) again as a new charge; return how many."""
+    only = " AND id = ?" if item_id is not None else ""
     return conn.execute(
         "UPDATE batch_items SET status = 'queued', charge = charge + 1, charged = 0, attempts = 0, not_before_ms = 0, "
-        "error_code = NULL, error_message = NULL, finished_at = NULL WHERE batch_id = ? AND status = 'failed'",
-        (batch_id,))
+        "error_code = NULL, error_message = NULL, finished_at = NULL WHERE batch_id = ? AND status = 'failed'" + only,
+        (batch_id,) if item_id is None else (batch_id, item_id))
 
 
 def batch_item_delivered(conn: Connection, item_id: int, now: int) -> bool:

@@ -198,3 +198,22 @@ def test_one_banner_when_the_image_service_is_paused_for_everyone(studio, ana, c
                         int(time.time()))
     page = client.get(f"/batches/{batch_id}").text
     assert page.count('id="service-banner"') == 1 and "nothing is charged" in page
+
+
+def test_one_failed_image_can_be_retried_alone_and_the_failed_filter_appears(studio, ana, conn):
+    user, client, token = ana
+    page = review(client, token, prompts="a FORBIDDEN cat\na FORBIDDEN dog\na calm sea", names="").text
+    batch_id = int(start(client, page).headers["Location"].rsplit("/", 1)[1])
+    worker.run(studio.settings, studio.database, studio.catalog, threads=2)
+    failed = [i for i in db.batch_items_of(conn, batch_id) if i["status"] == "failed"]
+    assert len(failed) == 2 and credits.balance(conn, user) == 300 - 2
+    batch_page = client.get(f"/batches/{batch_id}").text
+    assert 'id="only-failed"' in batch_page and batch_page.count('class="result-retry"') == 2
+    response = client.post(f"/batches/{batch_id}/items/{failed[1]['id']}/retry", data={"csrf_token": token})
+    assert response.status_code == 303
+    assert [i["status"] for i in db.batch_items_of(conn, batch_id)] == ["failed", "queued", "done"]
+    assert db.batch_get(conn, batch_id)["status"] == "active"
+    other = make_subscriber(conn, name="Ben", email="ben@example.com")
+    ben, ben_token = signed_in_client(studio, conn, other)
+    assert ben.post(f"/batches/{batch_id}/items/{failed[0]['id']}/retry",
+                    data={"csrf_token": ben_token}).status_code == 404
