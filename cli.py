@@ -12,8 +12,10 @@ APP_ROOT = Path(__file__).resolve().parent
 if str(APP_ROOT) not in sys.path:  # cron starts us from the home folder
     sys.path.insert(0, str(APP_ROOT))
 
-from services import auth, billing, db, openai_images, sessions, worker  # noqa: E402
+# Only what every command needs: the worker starts a new process each minute (and on each new batch), so
+# sign-in and Stripe (about 0.25 s of imports) are imported by the commands that use them.
 from services import catalog as model_catalog  # noqa: E402
+from services import db, openai_images, sessions, worker  # noqa: E402
 from services.config import ConfigError, load_settings  # noqa: E402
 
 
@@ -36,6 +38,8 @@ def cmd_cleanup(settings) -> int:
     conn = database.connect()
     now = int(time.time())
     try:
+        from services import auth
+
         removed = sessions.purge_expired(conn, settings, now)
         flows = auth.purge(conn, now)
         # Stripe retries a webhook for three days; a month of applied event ids is plenty.
@@ -54,6 +58,8 @@ def cmd_setup_stripe(settings) -> int:
     if not settings.billing_enabled:
         print("setup-stripe: set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET first", file=sys.stderr)
         return 2
+    from services import billing
+
     try:
         price = billing.setup_price(billing.make_client(settings), settings)
     except billing.StripeUnavailable as exc:
