@@ -192,15 +192,24 @@ def register(app: web.App) -> None:
                                                        item_id, web.now()))
         return _json(200, {"acknowledged": True, "first": first})
 
-    @app.post("/api/batches/<batch_id:int>/retry")
-    def retry(batch_id):
-        """Queue the failed items again (each a new charge)."""
+    def queue_more(batch_id, action):
+        """Run an action that queues items again (a plan is needed); kick a worker when it queued some."""
         user = user_or_401()
         may_generate(user)
-        count = batch_call(lambda: batches.retry_failed(web.conn(), user["id"], batch_id, web.now()))
+        count = batch_call(lambda: action(web.conn(), user["id"], batch_id, web.now()))
         if count:
             worker.kick(app.settings, app.database)
         return _json(200, {"queued": count})
+
+    @app.post("/api/batches/<batch_id:int>/retry")
+    def retry(batch_id):
+        """Queue the failed items again (each a new charge)."""
+        return queue_more(batch_id, batches.retry_failed)
+
+    @app.post("/api/batches/<batch_id:int>/continue")
+    def go_on(batch_id):
+        """After a test run: queue the items it held back."""
+        return queue_more(batch_id, batches.go_on)
 
     @app.post("/api/batches/<batch_id:int>/cancel")
     def cancel(batch_id):
@@ -223,13 +232,3 @@ def register(app: web.App) -> None:
         """Pause an active batch: the items not started wait, uncharged."""
         user = user_or_401()
         return _json(200, {"stopped": batch_call(lambda: batches.stop(web.conn(), user["id"], batch_id, web.now()))})
-
-    @app.post("/api/batches/<batch_id:int>/continue")
-    def go_on(batch_id):
-        """After a test run: queue the items it held back."""
-        user = user_or_401()
-        may_generate(user)
-        count = batch_call(lambda: batches.go_on(web.conn(), user["id"], batch_id, web.now()))
-        if count:
-            worker.kick(app.settings, app.database)
-        return _json(200, {"queued": count})

@@ -119,12 +119,25 @@ def register(app: web.App) -> None:
                           warnings=problem_texts(checked.warnings), request_token=secrets.token_urlsafe(16),
                           test_items=TEST_RUN_ITEMS)
 
+    def subscriber() -> dict:
+        """The signed-in user, whose plan allows generating; else (raised) the page that says why."""
+        user = signed_in("/generate")
+        if not plan_of(user).can_generate:
+            raise bottle.HTTPResponse(web.render("studio/no_plan.html"))
+        return user
+
+    def reviewed(values: dict):
+        """The review of the posted form; an unreadable upload is raised as the compose page with its message."""
+        try:
+            return read_form(values)
+        except batches.BatchError as exc:
+            problem = {"code": exc.code, "line": None, "text": api.message(exc.code, **exc.values)}
+            raise bottle.HTTPResponse(compose(values, [problem], 422), status=422) from None
+
     @app.get("/generate")
     def show_compose():
         """The compose form: prompts, names, style, model, format, ratio, quality."""
-        user = signed_in("/generate")
-        if not plan_of(user).can_generate:
-            return web.render("studio/no_plan.html")
+        subscriber()
         return compose(defaults())
 
     @app.get("/generate/template.csv")
@@ -143,15 +156,9 @@ def register(app: web.App) -> None:
     @app.post("/generate/review")
     def review_batch():
         """Check the form and show the review; nothing is stored or charged."""
-        user = signed_in("/generate")
-        if not plan_of(user).can_generate:
-            return web.render("studio/no_plan.html")
+        subscriber()
         values = posted()
-        try:
-            checked = read_form(values)
-        except batches.BatchError as exc:
-            return compose(values, [{"code": exc.code, "line": None, "text": api.message(exc.code, **exc.values)}],
-                           422)
+        checked = reviewed(values)
         if not checked.ok:
             return compose(values, problem_texts(checked.errors), 422)
         return show_review(values, checked)
@@ -159,19 +166,13 @@ def register(app: web.App) -> None:
     @app.post("/batches")
     def start_batch():
         """Start the reviewed batch (or its test run); the same one-time token never starts a second one."""
-        user = signed_in("/generate")
-        if not plan_of(user).can_generate:
-            return web.render("studio/no_plan.html")
+        user = subscriber()
         token = bottle.request.forms.get("request_token") or ""
         already = batches.started_with(web.conn(), user["id"], token)
         if already is not None:  # the second press of Start: the batch it started, before anything is re-checked
             web.redirect(f"/batches/{already}")
         values = posted()
-        try:
-            checked = read_form(values)
-        except batches.BatchError as exc:
-            return compose(values, [{"code": exc.code, "line": None, "text": api.message(exc.code, **exc.values)}],
-                           422)
+        checked = reviewed(values)
         if not checked.ok:
             return show_review(values, checked, 422)
         test_run = bottle.request.forms.get("test_run") == "1" and len(checked.items) > TEST_RUN_ITEMS

@@ -271,10 +271,8 @@ def test_a_lone_subscriber_uses_every_slot(make_app, database, conn, fake_openai
     fake_openai.latency = 0.2
     user = make_subscriber(conn)
     new_batch(app, conn, user, [f"p {n}" for n in range(8)])
-    started = time.monotonic()
     work(app, threads=4)
-    assert fake_openai.max_in_flight == 4
-    assert time.monotonic() - started < 8 * 0.2  # in parallel, not one after another
+    assert fake_openai.max_in_flight == 4  # in parallel, not one after another
 
 
 def test_the_images_per_minute_budget_is_kept(make_app, database, conn, fake_openai):

@@ -89,15 +89,18 @@ import json
 import logging
 import re
 import secrets
-import signal
-import socket
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit, urlunsplit
+
+try:
+    from tools.standin_http import ServedStandIn, TrackingHTTPServer, serve_until_stopped
+except ImportError:  # run as a file (python tools/<stand-in>.py): tools/ itself is on the path
+    from standin_http import ServedStandIn, TrackingHTTPServer, serve_until_stopped
 
 log = logging.getLogger("tools.fake_idp")
 
@@ -240,8 +243,12 @@ def _missing(kind, name, status=400):
     return make(status, "invalid_request", google, 900144, ms)
 
 
-class FakeIdP:
+class FakeIdP(ServedStandIn):
     """An OpenID Connect provider over real HTTP on 127.0.0.1, playing Google and Microsoft at once."""
+
+    label = "fake identity provider"
+    thread_name = "fake-idp"
+    log_name = "tools.fake_idp"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, code_ttl: float = 60, token_ttl: int = 3600,
                  clock=None):
@@ -351,36 +358,6 @@ class FakeIdP:
                 r.omit = set()
                 r.fail_status = None
 
-    # ----- life cycle ----------------------------------------------------------------------------
-
-    def start(self) -> FakeIdP:
-        """Serve in a daemon thread; returns self."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name=f"fake-idp-{self._server.server_address[1]}", daemon=True)
-        self._thread.start()
-        log.info("fake identity provider listening on %s", self.base_url)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, drop open keep-alive connections, close the socket and join the thread."""
-        if self._thread is not None:
-            self._server.shutdown()
-        self._server.drop_connections()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeIdP:
-        """Start on entering a ``with`` block."""
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        """Stop on leaving a ``with`` block."""
-        self.stop()
-
     # ----- internals -----------------------------------------------------------------------------
 
     def _realm(self, name: str) -> Realm:
@@ -418,35 +395,8 @@ def _oid(sub: str) -> str:
     return f"00000000-0000-0000-{digest[:4]}-{digest[4:16]}"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+class _Server(TrackingHTTPServer):
     idp: FakeIdP
-
-    def __init__(self, *args, **kwargs):
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request, client_address):
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self):
-        with self._open_lock:
-            conns = list(self._open)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -1038,24 +988,9 @@ def main(argv=None) -> int:
     except (ValueError, KeyError) as exc:
         print(f"fake_idp: {exc}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    idp.start()
-    print(idp.base_url, flush=True)
-    for name in idp._realms:
-        print(f"  {name}: {idp.realm_url(name)}/.well-known/openid-configuration", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        idp.stop()
-        log.info("stopped")
-    return 0
+    return serve_until_stopped(idp, idp.base_url, *(
+        f"  {name}: {idp.realm_url(name)}/.well-known/openid-configuration" for name in idp._realms))
 
-
-def _exit_on_sigterm(signum, frame):
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

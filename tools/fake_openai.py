@@ -125,18 +125,21 @@ import math
 import random
 import re
 import secrets
-import signal
-import socket
 import sys
 import textwrap
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 from PIL import Image, ImageDraw, ImageFont
+
+try:
+    from tools.standin_http import ServedStandIn, TrackingHTTPServer, serve_until_stopped
+except ImportError:  # run as a file (python tools/<stand-in>.py): tools/ itself is on the path
+    from standin_http import ServedStandIn, TrackingHTTPServer, serve_until_stopped
 
 log = logging.getLogger("tools.fake_openai")
 
@@ -400,8 +403,12 @@ class _Order:
     compression: int | None
 
 
-class FakeOpenAI:
+class FakeOpenAI(ServedStandIn):
     """The OpenAI Images API stand-in over real HTTP on 127.0.0.1, with latency, a rate limit and faults."""
+
+    label = "OpenAI stand-in"
+    thread_name = "fake-openai"
+    log_name = "tools.fake_openai"
 
     def __init__(self, api_key: str = "sk-test-fake-openai", latency: float = 0.0, images_per_minute: int | None = None,
                  port: int = 0, clock=None, host: str = "127.0.0.1", moderation_marker: str = "FORBIDDEN",
@@ -435,37 +442,6 @@ class FakeOpenAI:
         self._server.fake = self
         self._thread: threading.Thread | None = None
         self.base_url = f"http://{host}:{self._server.server_address[1]}"
-
-    # ----- life cycle ----------------------------------------------------------------------------
-
-    def start(self) -> FakeOpenAI:
-        """Serve in a daemon thread; returns self."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name=f"fake-openai-{self._server.server_address[1]}", daemon=True)
-        self._thread.start()
-        log.info("OpenAI stand-in listening on %s", self.base_url)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, wake sleeping generations, drop keep-alive connections, close the socket."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._server.shutdown()
-        self._server.drop_connections()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeOpenAI:
-        """Start on entering a ``with`` block."""
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        """Stop on leaving a ``with`` block."""
-        self.stop()
 
     # ----- test switches -------------------------------------------------------------------------
 
@@ -744,35 +720,8 @@ class FakeOpenAI:
         return _Reply(200, json.dumps(payload, indent=2).encode("utf-8"))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+class _Server(TrackingHTTPServer):
     fake: FakeOpenAI
-
-    def __init__(self, *args, **kwargs):
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request, client_address):
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self):
-        with self._open_lock:
-            conns = list(self._open)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _BodyTooLarge(Exception):
@@ -935,22 +884,8 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as exc:
         print(f"fake_openai: {exc}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    fake.start()
-    print(f"{fake.base_url}/v1", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
-        log.info("stopped")
-    return 0
+    return serve_until_stopped(fake, f"{fake.base_url}/v1")
 
-
-def _exit_on_sigterm(signum, frame):
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

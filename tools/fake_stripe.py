@@ -136,15 +136,18 @@ import logging
 import random
 import re
 import secrets
-import signal
-import socket
 import string
 import sys
 import threading
 import time
 from http.client import HTTPConnection, HTTPSConnection
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, urlsplit
+
+try:
+    from tools.standin_http import ServedStandIn, TrackingHTTPServer, serve_until_stopped
+except ImportError:  # run as a file (python tools/<stand-in>.py): tools/ itself is on the path
+    from standin_http import ServedStandIn, TrackingHTTPServer, serve_until_stopped
 
 log = logging.getLogger("tools.fake_stripe")
 
@@ -434,8 +437,12 @@ class _Outcome:
         self.headers = headers or {}
 
 
-class FakeStripe:
+class FakeStripe(ServedStandIn):
     """The Stripe stand-in: an API, hosted Checkout and Portal pages, and signed webhook deliveries, on 127.0.0.1."""
+
+    label = "Stripe stand-in"
+    thread_name = "fake-stripe"
+    log_name = "tools.fake_stripe"
 
     def __init__(self, api_key: str = "sk_test_fake_123", webhook_secret: str = "whsec_test_abc",
                  webhook_url: str | None = None, port: int = 0, clock=None, host: str = "127.0.0.1",
@@ -475,37 +482,6 @@ class FakeStripe:
         self._server.fake = self
         self._thread: threading.Thread | None = None
         self.base_url = f"http://{host}:{self._server.server_address[1]}"
-
-    # ----- life cycle ----------------------------------------------------------------------------
-
-    def start(self) -> FakeStripe:
-        """Serve in a daemon thread; returns self."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name=f"fake-stripe-{self._server.server_address[1]}", daemon=True)
-        self._thread.start()
-        log.info("Stripe stand-in listening on %s", self.base_url)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, drop keep-alive connections and pending delayed deliveries, close the socket."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._server.shutdown()
-        self._server.drop_connections()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeStripe:
-        """Start on entering a ``with`` block."""
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        """Stop on leaving a ``with`` block."""
-        self.stop()
 
     # ----- URLs ----------------------------------------------------------------------------------
 
@@ -1778,35 +1754,8 @@ class FakeStripe:
 
 # ----- HTTP server ---------------------------------------------------------------------------------
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
+class _Server(TrackingHTTPServer):
     fake: FakeStripe
-
-    def __init__(self, *args, **kwargs):
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request, client_address):
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self):
-        with self._open_lock:
-            conns = list(self._open)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _BodyTooLarge(Exception):
@@ -1932,22 +1881,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     fake = FakeStripe(api_key=args.api_key, webhook_secret=args.webhook_secret, webhook_url=args.webhook_url,
                       port=args.port)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    fake.start()
-    print(fake.base_url, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
-        log.info("stopped")
-    return 0
+    return serve_until_stopped(fake, fake.base_url)
 
-
-def _exit_on_sigterm(signum, frame):
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
