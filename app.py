@@ -17,7 +17,7 @@ import bottle  # noqa: E402
 from routes import api, auth, billing, errors, pages, static, studio, web  # noqa: E402
 from services import billing as billing_service  # noqa: E402
 from services import catalog as model_catalog  # noqa: E402
-from services import db, i18n, oauth, worker  # noqa: E402
+from services import db, i18n, logs, oauth, worker  # noqa: E402
 from services.config import ConfigError, Settings, load_settings  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,6 @@ def create_app(overrides: dict | None = None, settings: Settings | None = None) 
         static.register(app)
     errors.register(app)
     return app
-
-
-def configure_logging(level: str) -> None:
-    """Log to standard error with times and module names."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    logs.setup(settings, "web", to_file=False)  # a console run: the lines go to the console
     database = app.database
     if args.demo:
         db.initdb(database)

@@ -15,7 +15,7 @@ if str(APP_ROOT) not in sys.path:  # cron starts us from the home folder
 # Only what every command needs: the worker starts a new process each minute (and on each new batch), so
 # sign-in and Stripe (about 0.25 s of imports) are imported by the commands that use them.
 from services import catalog as model_catalog  # noqa: E402
-from services import db, openai_images, sessions, worker  # noqa: E402
+from services import db, logs, openai_images, sessions, worker  # noqa: E402
 from services.config import ConfigError, load_settings  # noqa: E402
 
 
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings({"APP_MODE": "demo"} if args.demo else None)
+        if args.command in ("worker", "cleanup"):  # cron's commands: in production, to var/log/<command>.log
+            logs.setup(settings, args.command)
         if args.command == "worker":
             return cmd_worker(settings, args.max_seconds, args.once)
         return COMMANDS[args.command](settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bottle
 
 from routes import web
+from services import health
 from services.config import LANGUAGES
 from services.security import safe_next
 
@@ -26,6 +27,13 @@ def register(app: web.App) -> None:
     def show_privacy():
         """The privacy notice: what is stored where, and who receives what."""
         return web.render("pages/privacy.html")
+
+    @app.get("/healthz")
+    def healthz():
+        """For uptime checks: 200 with {"status": "ok", ...}, or 503 with what is wrong (never a secret)."""
+        healthy, report = health.check(app.database, app.catalog, web.now())
+        return bottle.HTTPResponse(status=200 if healthy else 503, body=bottle.json_dumps(report),
+                                   headers={"Content-Type": "application/json", "Cache-Control": "no-store"})
 
     @app.get("/lang/<code>")
     def switch_language(code):

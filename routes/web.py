@@ -13,17 +13,19 @@ import datetime
 import hashlib
 import logging
 import time
+import uuid
 from pathlib import Path
 
 import babel.dates
 import bottle
 import jinja2
 
-from services import billing, db, security, sessions
+from services import billing, db, logs, security, sessions
 from services.config import LANGUAGES, Settings
 from services.i18n import LANGUAGE_NAMES, choose_language
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("iib.access")
 
 APP_ROOT = Path(__file__).resolve().parent.parent
 VIEWS_DIR = APP_ROOT / "views"
@@ -79,7 +81,15 @@ class App(bottle.Bottle):
     def wsgi(self, environ, start_response):
         """Run the request through Bottle, then add the security headers and cookies and close the database."""
 
+        rid = uuid.uuid4().hex[:16]
+        token = logs.request_id.set(rid)
+        started = time.perf_counter()
+
         def finish(status, headers, exc_info=None):
+            # The path only: a query string may carry a sign-in code or a token.
+            access.info("%s %s -> %s (%.0f ms)", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO", ""),
+                        status.split(" ", 1)[0], (time.perf_counter() - started) * 1000)
+            headers = [*headers, ("X-Request-Id", rid)]
             private = bool(environ.get("iib.private"))
             if private:  # a visitor with a session: nothing may be cached, whatever the route said
                 headers = [h for h in headers if h[0].lower() not in ("cache-control", "expires")]
@@ -101,6 +111,7 @@ class App(bottle.Bottle):
             conn = environ.pop("iib.db", None)
             if conn is not None:
                 conn.close()
+            logs.request_id.reset(token)
 
 
 def _session_cookie(settings: Settings, token: str) -> str:

@@ -186,6 +186,15 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+_LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+
+
+def _loopback(host: str | None) -> bool:
+    """True for an address on this machine: where the demo's and tests' stand-ins listen."""
+    host = (host or "").lower()
+    return host in _LOOPBACK or host.endswith(".localhost") or host.startswith("127.")
+
+
 def _check_base_url(value: str, mode: str) -> str | None:
     """Return a problem with a public base URL, or None when it is usable."""
     parts = urlsplit(value)
@@ -195,6 +204,8 @@ def _check_base_url(value: str, mode: str) -> str | None:
         return "PUBLIC_BASE_URL must be the site's root, without a path, query or fragment"
     if mode == "production" and parts.scheme != "https":
         return "PUBLIC_BASE_URL must use https in production (sessions and payments need it)"
+    if mode == "production" and _loopback(parts.hostname):
+        return "PUBLIC_BASE_URL points at this machine: in production it is the site's public address"
     return None
 
 
@@ -372,6 +383,8 @@ def _validate(name: str, raw: str, kind: str, mode: str) -> str | None:
             return f"{name} must be an absolute URL (got {raw!r})"
         if mode == "production" and parts.scheme != "https":
             return f"{name} must use https in production"
+        if mode == "production" and _loopback(parts.hostname):
+            return f"{name} points at this machine (a stand-in?): production talks to the real service"
     elif kind == "origins":
         for origin in raw.split():
             parts = urlsplit(origin)

@@ -56,8 +56,9 @@ def test_passenger_entry_point_serves_with_production_settings(tmp_path):
 
 
 def test_passenger_entry_point_refuses_to_start_without_secrets():
-    result = run(["-c", "import passenger_wsgi"], env={"APP_MODE": "production"})
-    assert result.returncode != 0
+    result = run(["-c", "import passenger_wsgi; print(passenger_wsgi.application.__name__)"],
+                 env={"APP_MODE": "production", "IIB_SETTINGS_FILE": "/nonexistent/.env"})
+    assert result.returncode == 0 and result.stdout.strip() == "unavailable"  # every request: a bare 503
     assert "SECRET_KEY is missing" in result.stderr and "PUBLIC_BASE_URL is missing" in result.stderr
 
 

@@ -165,3 +165,15 @@ def test_generation_settings(tmp_path):
     assert "sk-example-openai-key" not in repr(settings)
     with pytest.raises(ConfigError, match="WORKER_LAUNCH must be spawn, thread or none"):
         load({**GOOD, "WORKER_LAUNCH": "fork"}, tmp_path=tmp_path)
+
+
+def test_production_refuses_the_stand_ins_and_a_local_site_address(tmp_path):
+    environ = {**GOOD, "OPENAI_BASE_URL": "https://127.0.0.1:9999/v1", "STRIPE_API_BASE": "https://localhost:8443",
+               "GOOGLE_TOKEN_URL": "https://idp.localhost/token", "PUBLIC_BASE_URL": "https://localhost"}
+    with pytest.raises(ConfigError) as caught:
+        load(environ, tmp_path=tmp_path)
+    text = str(caught.value)
+    for name in ("OPENAI_BASE_URL", "STRIPE_API_BASE", "GOOGLE_TOKEN_URL", "PUBLIC_BASE_URL"):
+        assert f"{name} points at this machine" in text, text
+    assert len(caught.value.problems) == 4
+    assert load({"APP_MODE": "test", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}, tmp_path=tmp_path)
