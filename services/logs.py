@@ -80,10 +80,18 @@ def setup(settings: Settings, role: str, to_file: bool | None = None) -> Path | 
     """Configure the root logger for a process (web, worker, cleanup...); returns the log file, if any."""
     to_file = settings.app_mode == "production" if to_file is None else to_file
     root = logging.getLogger()
+    redact = RedactFilter(secret_values(settings))
     for handler in list(root.handlers):
         if getattr(handler, "iib", False):
             root.removeHandler(handler)
             handler.close()
+        else:
+            # Someone else's handler (Passenger's wsgi-loader.py calls basicConfig, and forwards those lines to
+            # its own log): it gets the redaction too, or a secret would reach Passenger's log.
+            for old in [f for f in handler.filters if isinstance(f, (RedactFilter, RequestIdFilter))]:
+                handler.removeFilter(old)
+            handler.addFilter(RequestIdFilter())
+            handler.addFilter(redact)
     path = None
     if to_file:
         path = settings.var_dir / "log" / f"{role}.log"
@@ -95,7 +103,7 @@ def setup(settings: Settings, role: str, to_file: bool | None = None) -> Path | 
     handler.iib = True
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(RequestIdFilter())
-    handler.addFilter(RedactFilter(secret_values(settings)))
+    handler.addFilter(redact)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
     return path

@@ -113,3 +113,20 @@ def test_passenger_wsgi_answers_503_without_details_when_the_settings_are_wrong(
     logged = (ROOT / "var" / "log" / "web.log").read_text(encoding="utf-8")
     assert "the site cannot start" in logged and "SECRET_KEY is too short" in logged
     assert "too-short-secret" not in logged
+
+
+def test_a_handler_someone_else_installed_gets_the_redaction_too(app, capsys):
+    """Passenger's wsgi-loader.py calls logging.basicConfig before our app loads: its copy must be clean too."""
+    import io
+
+    foreign = logging.StreamHandler(io.StringIO())
+    logging.getLogger().addHandler(foreign)
+    try:
+        logs.setup(app.settings, "web", to_file=False)
+        logs.setup(app.settings, "web", to_file=False)  # twice: still one redaction filter on it
+        logging.getLogger("x").warning("key is %s", app.settings.secret_key)
+        text = foreign.stream.getvalue()
+        assert app.settings.secret_key not in text and "key is [redacted]" in text
+        assert len([f for f in foreign.filters if isinstance(f, logs.RedactFilter)]) == 1
+    finally:
+        logging.getLogger().removeHandler(foreign)
