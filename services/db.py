@@ -593,15 +593,20 @@ def subscription_upsert(conn: Connection, user_id: int, fields: dict, now: int) 
     values = (fields["customer"], fields["status"], fields["price_id"], fields["current_period_start"],
               fields["current_period_end"], int(fields["cancel_at_period_end"]), fields["cancel_at"],
               fields["ended_at"], now)
-    changed = conn.execute(
-        "UPDATE subscriptions SET stripe_customer_id = ?, status = ?, price_id = ?, current_period_start = ?, "
-        "current_period_end = ?, cancel_at_period_end = ?, cancel_at = ?, ended_at = ?, updated_at = ? "
-        "WHERE stripe_subscription_id = ?", (*values, fields["id"]))
-    if changed == 0 and subscription_by_stripe_id(conn, fields["id"]) is None:
-        conn.execute(
-            "INSERT INTO subscriptions (user_id, stripe_subscription_id, stripe_customer_id, status, price_id, "
-            "current_period_start, current_period_end, cancel_at_period_end, cancel_at, ended_at, updated_at, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (user_id, fields["id"], *values, now))
+    # One statement, not UPDATE-then-INSERT: two deliveries for a new subscription at once (a webhook and the
+    # success page, say) made the second INSERT fail on MariaDB, whose REPEATABLE READ check saw no row yet.
+    columns = ("stripe_customer_id", "status", "price_id", "current_period_start", "current_period_end",
+               "cancel_at_period_end", "cancel_at", "ended_at", "updated_at")
+    if conn.engine == "mysql":
+        update = ", ".join(f"{c} = VALUES({c})" for c in columns)
+        tail = f"ON DUPLICATE KEY UPDATE {update}"
+    else:
+        update = ", ".join(f"{c} = excluded.{c}" for c in columns)
+        tail = f"ON CONFLICT (stripe_subscription_id) DO UPDATE SET {update}"
+    conn.execute(
+        "INSERT INTO subscriptions (user_id, stripe_subscription_id, stripe_customer_id, status, price_id, "
+        "current_period_start, current_period_end, cancel_at_period_end, cancel_at, ended_at, updated_at, "
+        f"created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {tail}", (user_id, fields["id"], *values, now))
 
 
 def stripe_event_seen(conn: Connection, event_id: str) -> bool:

@@ -175,7 +175,8 @@ def test_unreachable_mariadb_raises_database_unavailable_without_the_password():
 def test_mariadb_url_with_unix_socket_and_escaped_password():
     database = db.Database("mysql://u%40x:p%2Fw@localhost:3307/shop_db?unix_socket=/var/run/mysqld/mysqld.sock")
     assert database.params == {"host": "localhost", "port": 3307, "user": "u@x", "password": "p/w",
-                               "database": "shop_db", "unix_socket": "/var/run/mysqld/mysqld.sock"}
+                               "database": "shop_db", "unix_socket": "/var/run/mysqld/mysqld.sock",
+                               "ssl_disabled": True}
 
 
 def test_tls_is_off_for_local_mariadb_and_on_request_only_elsewhere():
