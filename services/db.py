@@ -135,7 +135,7 @@ class Connection:
                 raise DatabaseUnavailable(str(exc)) from None
             raise
         except _LOST as exc:
-            if exc.args and exc.args[0] in (2003, 2006, 2013, 2055):
+            if exc.args and exc.args[0] in (0, 2003, 2006, 2013, 2055):  # 0: PyMySQL's closed connection
                 raise DatabaseUnavailable(f"lost the database connection: {exc.args[-1]}") from None
             raise
 
@@ -801,6 +801,12 @@ def batch_item_claim(conn: Connection, item_id: int, worker: str, lease_until: i
         "call_until = ?, started_at = ? "
         "WHERE id = ? AND (status = 'queued' OR (status = 'running' AND lease_until <= ?))",
         (worker, lease_until, call_until, now, item_id, now)) == 1
+
+
+def batch_items_release_worker(conn: Connection, worker: str) -> int:
+    """Queue again the items a worker thread holds (it lost its database mid-item); their charge stays reserved."""
+    return conn.execute("UPDATE batch_items SET status = 'queued', lease_until = 0, call_until = 0, worker = NULL "
+                        "WHERE worker = ? AND status = 'running'", (worker,))
 
 
 def batch_item_call_ended(conn: Connection, item_id: int, worker: str) -> None:

@@ -318,28 +318,44 @@ def run(settings: Settings, database: db.Database, catalog: Catalog, *, threads:
     call_ended = threading.Condition()
 
     def loop(index: int) -> None:
-        conn = database.connect()
+        me = f"{name}-{index}"
+        conn: db.Connection | None = None
         last_beat = 0.0
+        lost = False  # the database went away while this thread held an item
         try:
-            prepare(conn)
             while not stop.is_set():
                 if max_seconds is not None and time.monotonic() - started >= max_seconds:
                     return
-                if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
-                    db.worker_state_set(conn, "heartbeat", str(int(time.time())), int(time.time()))
-                    last_beat = time.monotonic()
                 try:
-                    item, wait = claim(conn, settings, f"{name}-{index}", _now_ms())
+                    if conn is None:
+                        conn = database.connect()
+                        prepare(conn)
+                        if lost:  # back: what this thread held goes back to the queue (its charge stays reserved)
+                            released = db.batch_items_release_worker(conn, me)
+                            log.warning("worker: the database is back; %d item(s) queued again", released)
+                            lost = False
+                    if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
+                        db.worker_state_set(conn, "heartbeat", str(int(time.time())), int(time.time()))
+                        last_beat = time.monotonic()
+                    item, wait = claim(conn, settings, me, _now_ms())
+                    if item is not None:
+                        try:
+                            outcome = process(conn, settings, catalog, me, item, call_ended)
+                        except db.DatabaseUnavailable:
+                            lost = True
+                            raise
+                        with lock:
+                            stats[outcome] = stats.get(outcome, 0) + 1
+                        if once:
+                            stop.set()
+                        continue
                 except db.DatabaseUnavailable as exc:
+                    # The loop lives on: it reconnects, and nothing it held is lost (see `lost` above).
                     log.error("worker: database unavailable: %s", exc)
+                    if conn is not None:
+                        conn.close()
+                    conn = None
                     item, wait = None, 2.0
-                if item is not None:
-                    outcome = process(conn, settings, catalog, f"{name}-{index}", item, call_ended)
-                    with lock:
-                        stats[outcome] = stats.get(outcome, 0) + 1
-                    if once:
-                        stop.set()
-                    continue
                 if wait is None and idle_exit:
                     return
                 if wait == SLOT_POLL:  # every slot is busy: the end of a call here wakes us at once
@@ -348,7 +364,8 @@ def run(settings: Settings, database: db.Database, catalog: Catalog, *, threads:
                 else:
                     stop.wait(min(max(wait or 0.5, 0.01), 1.0))
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     count = threads or settings.worker_slots + EXTRA_THREADS
     loops = [threading.Thread(target=loop, args=(i,), name=f"worker-{i}", daemon=True) for i in range(count)]
