@@ -8,6 +8,7 @@ generating. Errors are {"error": {"code", "message"}} in the user's language.
 from __future__ import annotations
 
 import datetime
+import json
 
 import bottle
 
@@ -115,9 +116,13 @@ def register(app: web.App) -> None:
             return None
         try:
             data = bottle.request.json
+            # Lone surrogates ("\ud800") parse, but cannot be stored or shown: refuse them here.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
         except bottle.HTTPError:
             raise fail(413 if bottle.request.content_length > bottle.request.MEMFILE_MAX else 400,
                        "bad_request") from None
+        except (RecursionError, UnicodeError, ValueError):  # nested thousands deep; not UTF-8 once decoded
+            raise fail(400, "bad_request") from None
         if not isinstance(data, dict):
             raise fail(400, "bad_request")
         return data

@@ -108,7 +108,7 @@ def register(app: web.App) -> None:
         """Stripe's events: the signature is the authentication, so no CSRF token here."""
         client = stripe_client()
         payload = bottle.request.body.read()
-        signature = bottle.request.headers.get("Stripe-Signature")
+        signature = web.header("Stripe-Signature")
         try:
             outcome = billing.handle_webhook(web.conn(), client, app.settings, payload, signature, web.now())
         except billing.BadSignature as exc:
@@ -116,5 +116,11 @@ def register(app: web.App) -> None:
             return web.json_error(400, "bad_signature", "The signature does not verify.")
         except billing.StripeUnavailable:
             return web.json_error(503, "unavailable", "Stripe could not be read; retry later.")
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            # Signed, so from Stripe (or whoever holds the secret), but not an event this code can read: refuse it
+            # (nothing was applied: the transaction rolled back) and keep the reason in the log.
+            log.warning("webhook refused: a signed event without the fields it needs (%s: %s)",
+                        type(exc).__name__, exc)
+            return web.json_error(400, "malformed_event", "The event is missing fields it needs.")
         bottle.response.content_type = "application/json"
         return bottle.json_dumps({"received": True, "outcome": outcome})

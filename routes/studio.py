@@ -174,6 +174,9 @@ def register(app: web.App) -> None:
         values = posted()
         checked = reviewed(values)
         if not checked.ok:
+            model = app.catalog.get(checked.model)
+            if model is None or checked.ratio not in model.sizes:  # nothing to review: back to the form
+                return compose(values, problem_texts(checked.errors), 422)
             return show_review(values, checked, 422)
         test_run = bottle.request.forms.get("test_run") == "1" and len(checked.items) > TEST_RUN_ITEMS
         batch_id, created = batches.create(web.conn(), app.catalog, user["id"], checked, token, web.now(), test_run)

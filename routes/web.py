@@ -170,12 +170,19 @@ def conn() -> db.Connection:
     return connection
 
 
+def header(name: str) -> str | None:
+    """A request header, or None when it is absent or not UTF-8 (bottle would raise while decoding it)."""
+    try:
+        return bottle.request.headers.get(name)
+    except UnicodeError:
+        return None
+
+
 def lang() -> str:
     """The language of this request: the remembered choice, else Accept-Language, else the default."""
     environ = bottle.request.environ
     if "iib.lang" not in environ:
-        environ["iib.lang"] = choose_language(bottle.request.get_cookie(LANG_COOKIE),
-                                              bottle.request.headers.get("Accept-Language"),
+        environ["iib.lang"] = choose_language(bottle.request.get_cookie(LANG_COOKIE), header("Accept-Language"),
                                               app().settings.default_language)
     return environ["iib.lang"]
 
@@ -260,7 +267,7 @@ def redirect(path: str, code: int = 303) -> None:
 
 def wants_json() -> bool:
     """True when the client asked for JSON (an API call) rather than a page."""
-    accept = bottle.request.headers.get("Accept", "")
+    accept = header("Accept") or ""
     return bottle.request.path.startswith("/api/") or (
         "application/json" in accept and "text/html" not in accept)
 
@@ -287,9 +294,12 @@ class RequestGuard:
             request = bottle.request
             try:
                 if request.method in security.UNSAFE_METHODS and not exempt:
-                    if security.cross_site_request(request.headers.get("Sec-Fetch-Site")):
+                    if security.cross_site_request(header("Sec-Fetch-Site")):
                         raise bottle.HTTPError(403, "cross-site request refused")
-                    submitted = request.headers.get("X-CSRF-Token") or request.forms.get("csrf_token")
+                    try:
+                        submitted = header("X-CSRF-Token") or request.forms.get("csrf_token")
+                    except (ValueError, UnicodeError):  # a form bottle cannot parse (control characters, not UTF-8)
+                        raise bottle.HTTPError(400, "unreadable form") from None
                     if not sessions.csrf_ok(session(), submitted):
                         raise bottle.HTTPError(403, "missing or wrong CSRF token")
                 return callback(*args, **kwargs)

@@ -114,7 +114,10 @@ def read_upload(filename: str, data: bytes, max_bytes: int) -> tuple[list[str], 
         return prompt_lines(text), []
     sample = text[:4096]
     delimiter = ";" if sample.count(";") > sample.count(",") else ","
-    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    try:
+        rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    except csv.Error:  # a bare CR inside a field, a field past the csv module's limit...
+        raise BatchError("upload_type") from None
     if not rows:
         return [], []
     header = [cell.strip().lstrip("\ufeff").lower() for cell in rows[0]]
@@ -212,6 +215,8 @@ def started_with(conn: db.Connection, user_id: int, request_token: str) -> int |
 
 def owned(conn: db.Connection, user_id: int, batch_id: int) -> dict:
     """The user's batch, or BatchError not_found (someone else's batch is not found either)."""
+    if not 0 < batch_id < 2**63:  # SQLite cannot even look such a number up
+        raise BatchError("not_found")
     batch = db.batch_get(conn, batch_id)
     if batch is None or batch["user_id"] != user_id:
         raise BatchError("not_found")
@@ -286,7 +291,7 @@ def cancel(conn: db.Connection, user_id: int, batch_id: int, now: int) -> int:
 def result_file(conn: db.Connection, settings_results: Path, user_id: int, batch_id: int, item_id: int) -> dict:
     """A finished item with its file on disk, or BatchError (not_found, not_ready, gone)."""
     owned(conn, user_id, batch_id)
-    item = db.batch_item_get(conn, item_id)
+    item = db.batch_item_get(conn, item_id) if 0 < item_id < 2**63 else None
     if item is None or item["batch_id"] != batch_id:
         raise BatchError("not_found")
     if item["status"] == "delivered" or item["status"] == "expired":
@@ -303,7 +308,7 @@ def acknowledge(conn: db.Connection, settings_results: Path, user_id: int, batch
                 now: int) -> bool:
     """The browser has the image: delete the server's copy. True the first time, False after."""
     owned(conn, user_id, batch_id)
-    item = db.batch_item_get(conn, item_id)
+    item = db.batch_item_get(conn, item_id) if 0 < item_id < 2**63 else None
     if item is None or item["batch_id"] != batch_id:
         raise BatchError("not_found")
     if item["status"] == "delivered":

@@ -255,11 +255,17 @@ def handle_webhook(conn: db.Connection, client: stripe.StripeClient, settings: S
     """Verify and apply one webhook event; return what happened (applied, duplicate, ignored)."""
     try:
         event = client.construct_event(payload, signature, settings.stripe_webhook_secret).to_dict()
-    except (stripe.SignatureVerificationError, ValueError) as exc:
+    except (stripe.SignatureVerificationError, ValueError, TypeError, AttributeError) as exc:
+        # TypeError: a non-ASCII signature; AttributeError: a signed body that is JSON but not an object
         raise BadSignature(f"webhook refused: {type(exc).__name__}") from None
+    try:
+        kind, obj, event_id = event["type"], event["data"]["object"], event["id"]
+        if not (isinstance(kind, str) and isinstance(obj, dict) and isinstance(event_id, str)):
+            raise TypeError
+    except (KeyError, TypeError, AttributeError):
+        raise BadSignature("webhook refused: a signed payload that is not an event") from None
     if db.stripe_event_seen(conn, event["id"]):
         return "duplicate"
-    kind, obj = event["type"], event["data"]["object"]
     subscription, invoice, checkout = None, None, None
     if kind == "checkout.session.completed":
         checkout = obj
