@@ -1,0 +1,301 @@
+"""Benchmark of the server's work for one image, from the API's answer to the bytes the browser downloads.
+
+    .venv/bin/python bench/image_work.py [--repeats 9] [--database mariadb|sqlite] [--quick]
+
+What: for each size the site asks for (1K: gpt-image-2's 1024x1024, 864x1536 and 1536x864, and
+the cropped models' 1024x1536 -> 864x1536 and 1536x1024 -> 1536x864; 2K: gpt-image-2's
+2048x2048, 1152x2048 and 2048x1152) and each format (PNG, JPEG), the whole path of one image
+on our side, step by step:
+
+1. json     - `json.loads` of the API's answer body (`{"data": [{"b64_json": ...}]}`), as
+              `services.openai_images.generate` does through `response.json()`;
+2. b64      - `base64.b64decode(b64_json, validate=True)`, as `generate` does;
+3. finish   - `services.imaging.finish` (decode, crop when the model has no exact size,
+              re-encode, or keep the bytes when they already fit);
+4. store    - `services.worker._write` under a temporary results directory (temporary name,
+              then rename), as the worker stores a result;
+5. serve    - GET /api/batches/<id>/items/<id>/image through the real app in-process
+              (werkzeug's test client, a signed-in session, a fresh database): session load,
+              ownership and item queries, `bottle.static_file`, the body read whole. Two
+              columns outside the total, for reference: "file read", the bare open+read of
+              the same file, and "DB connect", `app.database.connect()` + close alone (the
+              app opens a new database connection for every request that needs one).
+
+What-if rows (unless --no-what-if): the goal's cases again with one bench-only change in this
+process, PyMySQL told not to try TLS (`ssl_disabled=True`), to size the fix the DB connect
+column points at. The app's code is not changed.
+
+How: the upstream image is photo-like (smooth colour fields plus grain, as
+`bench/generation.py` makes it: flat colours would compress far better than real pictures),
+encoded as the upstream returns it, base64'd into a JSON body. Each step is timed with
+`time.perf_counter`; the table shows the median of `--repeats` runs per step, the median of
+the per-run totals, and total / baseline.
+
+Baseline (same run, same payload): the bare base64 decode of the b64_json (step 2 alone): the
+least any server must do with the API's answer.
+
+Goal: a 1536x864 JPEG (gpt-image-2's 16:9) takes at most 60 ms in total, median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+try:
+    from werkzeug.test import Client
+except ImportError:  # pragma: no cover - the app's own requirements bring it
+    raise SystemExit("werkzeug is missing: .venv/bin/pip install -r requirements-dev.txt") from None
+
+from bench.generation import Store, photo_like  # noqa: E402
+from services import batches, catalog, credits, db, imaging, sessions, worker  # noqa: E402
+
+GOAL_MS = 60.0
+
+# (label, model, ratio, size asked for, exact size kept)
+CASES = [
+    ("1K", "gpt-image-2", "1:1", (1024, 1024), (1024, 1024)),
+    ("1K", "gpt-image-2", "9:16", (864, 1536), (864, 1536)),
+    ("1K", "gpt-image-2", "16:9", (1536, 864), (1536, 864)),
+    ("1K", "gpt-image-1.5 / 1-mini", "9:16", (1024, 1536), (864, 1536)),
+    ("1K", "gpt-image-1.5 / 1-mini", "16:9", (1536, 1024), (1536, 864)),
+    ("2K", "gpt-image-2", "1:1", (2048, 2048), (2048, 2048)),
+    ("2K", "gpt-image-2", "9:16", (1152, 2048), (1152, 2048)),
+    ("2K", "gpt-image-2", "16:9", (2048, 1152), (2048, 1152)),
+]
+FORMATS = ("png", "jpeg")
+STEPS = ("json", "b64", "finish", "store", "serve")
+
+
+def machine_line() -> str:
+    """Date, machine (cores, RAM, load) and Python: where these numbers come from."""
+    try:
+        mem_kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                          if line.startswith("MemTotal")).split()[1])
+        ram = f"{mem_kb / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        ram = "RAM unknown"
+    load = "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+    return (f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.platform()}, {os.cpu_count()} cores, {ram}, "
+            f"Python {platform.python_version()}, {load} at start (a shared machine: other jobs may be running)")
+
+
+def no_tls_to_database() -> None:
+    """The what-if (bench only, this process): PyMySQL connects without trying TLS (`ssl_disabled=True`)."""
+    import functools
+
+    import pymysql.connections
+
+    original = pymysql.connections.Connection.__init__
+
+    @functools.wraps(original)
+    def init(self, *args, **kwargs):
+        kwargs.setdefault("ssl_disabled", True)
+        original(self, *args, **kwargs)
+
+    pymysql.connections.Connection.__init__ = init
+
+
+def api_body(image: bytes, image_format: str, size: tuple[int, int]) -> bytes:
+    """The upstream's JSON answer carrying the image, as bytes on the wire."""
+    return json.dumps({
+        "created": int(time.time()), "background": "opaque", "output_format": image_format, "quality": "medium",
+        "size": f"{size[0]}x{size[1]}", "data": [{"b64_json": base64.b64encode(image).decode("ascii")}],
+        "usage": {"input_tokens": 12, "output_tokens": 1056, "total_tokens": 1068},
+    }).encode("utf-8")
+
+
+class Site:
+    """The app on a fresh database, one signed-in subscriber, and one finished item per case to serve."""
+
+    def __init__(self, engine: str, directory: Path, count: int):
+        from app import create_app
+
+        self.store = Store(engine, directory)
+        catalog_file = directory / "models.json"
+        data = json.loads(catalog.DEFAULT_FILE.read_text(encoding="utf-8"))
+        for entry in data["models"]:
+            entry["retires"] = None
+        catalog_file.write_text(json.dumps(data), encoding="utf-8")
+        self.app = create_app({"APP_MODE": "test", "DATABASE_URL": self.store.url, "VAR_DIR": str(directory / "var"),
+                               "MODEL_CATALOG": str(catalog_file), "LOG_LEVEL": "WARNING"})
+        self.results = self.app.settings.results_dir
+        conn = self.store.database.connect()
+        try:
+            now = int(time.time())
+            self.user_id = db.user_insert(conn, "Bench", "bench@example.com", now)
+            db.subscription_upsert(conn, self.user_id, {
+                "id": "sub_bench", "customer": "cus_bench", "status": "active", "price_id": "price",
+                "current_period_start": now - 60, "current_period_end": now + 86400, "cancel_at_period_end": False,
+                "cancel_at": None, "ended_at": None}, now)
+            credits.grant_period(conn, self.user_id, 10_000, "in_bench", now)
+            checked = batches.review(self.app.catalog, datetime.date.today(),
+                                     prompts=[f"a harbour at dawn, take {i}" for i in range(count)], names=[],
+                                     style="", model_id="gpt-image-2", ratio="1:1", quality="medium",
+                                     image_format="jpeg", separator=", ", max_prompts=count,
+                                     credits_left=credits.balance(conn, self.user_id))
+            if not checked.ok:
+                raise SystemExit(f"the bench batch was refused: {checked.errors}")
+            self.batch_id = batches.create(conn, self.app.catalog, self.user_id, checked, "", now)[0]
+            self.item_ids = [item["id"] for item in db.batch_items_of(conn, self.batch_id)]
+            session = sessions.create(conn, self.app.settings, now, user_id=self.user_id)
+        finally:
+            conn.close()
+        self.client = Client(self.app)
+        self.client.set_cookie(sessions.cookie_name(self.app.settings), session.token)
+
+    def finished_item(self, index: int, extension: str, size: tuple[int, int], length: int) -> tuple[int, str]:
+        """Mark item `index` done with a result file name (as the worker would); returns (item id, relative path)."""
+        item_id = self.item_ids[index]
+        relative = f"{self.batch_id}/{item_id}-1.{extension}"
+        conn = self.store.database.connect()
+        try:
+            conn.execute("UPDATE batch_items SET status = 'done', result_path = ?, result_bytes = ?, result_width = ?, "
+                         "result_height = ?, finished_at = ? WHERE id = ?",
+                         (relative, length, size[0], size[1], int(time.time()), item_id))
+        finally:
+            conn.close()
+        return item_id, relative
+
+    def get_image(self, item_id: int) -> bytes:
+        """The image endpoint, in-process, the body read whole."""
+        response = self.client.get(f"/api/batches/{self.batch_id}/items/{item_id}/image", buffered=True)
+        if response.status_code != 200:
+            raise SystemExit(f"the image endpoint answered {response.status_code}: {response.data[:200]!r}")
+        return response.data
+
+    def close(self) -> None:
+        """Drop the database."""
+        self.store.drop()
+
+
+def run_case(site: Site, index: int, request: tuple[int, int], output: tuple[int, int], image_format: str,
+             repeats: int) -> dict:
+    """Time the whole path `repeats` times for one case; returns the medians per step and of the totals."""
+    body = api_body(photo_like(*request, image_format), image_format, request)
+    extension = "png" if image_format == "png" else "jpg"
+    times: dict[str, list[float]] = {step: [] for step in (*STEPS, "total", "file read", "db connect")}
+    # The item's row once per case, from an untimed first pass (which also warms Pillow and the app up).
+    first = imaging.finish(base64.b64decode(json.loads(body)["data"][0]["b64_json"]), output, image_format)
+    item_id, relative = site.finished_item(index, extension, output, len(first.data))
+    worker._write(site.results / relative, first.data)
+    site.get_image(item_id)
+    for _ in range(repeats):
+        marks = [time.perf_counter()]
+        payload = json.loads(body)
+        marks.append(time.perf_counter())
+        data = base64.b64decode(payload["data"][0]["b64_json"], validate=True)
+        marks.append(time.perf_counter())
+        finished = imaging.finish(data, output, image_format)
+        marks.append(time.perf_counter())
+        worker._write(site.results / relative, finished.data)
+        marks.append(time.perf_counter())
+        served = site.get_image(item_id)
+        marks.append(time.perf_counter())
+        if served != finished.data:
+            raise SystemExit("the image endpoint served other bytes than the ones stored")
+        for step, start, end in zip(STEPS, marks, marks[1:], strict=False):
+            times[step].append((end - start) * 1000)
+        times["total"].append((marks[-1] - marks[0]) * 1000)
+        started = time.perf_counter()
+        with open(site.results / relative, "rb") as file:  # what bottle.static_file's body amounts to
+            file.read()
+        times["file read"].append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()  # what every request pays first: the app opens a connection per request
+        site.app.database.connect().close()
+        times["db connect"].append((time.perf_counter() - started) * 1000)
+    result = {step: statistics.median(values) for step, values in times.items()}
+    result["kept"] = request == output and finished.data is data
+    result["file_kb"] = len(finished.data) / 1024
+    result["body_kb"] = len(body) / 1024
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every case and print the Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9, help="runs per case (the median is shown; default 9)")
+    parser.add_argument("--database", choices=("mariadb", "sqlite"), default="mariadb",
+                        help="where the app keeps the batch for the image endpoint (default mariadb)")
+    parser.add_argument("--no-what-if", action="store_true",
+                        help="skip the what-if rows (the goal's cases again with PyMySQL told not to try TLS)")
+    parser.add_argument("--quick", action="store_true", help="3 repeats, to try the script")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats = 3
+    command = ".venv/bin/python bench/image_work.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    print("# Per-image server work\n")
+    print(f"Date and machine: {machine_line()}.  ")
+    print(f"Command: `{command.strip()}`  ")
+    print(f"Database for the image endpoint: {args.database} (a fresh one). Median of {args.repeats} runs, ms. "
+          "Baseline (same run): the bare base64 decode of the same b64_json (column b64).  ")
+    print(f"Goal: total ≤ {GOAL_MS:.0f} ms for a 1536x864 JPEG (gpt-image-2, 16:9).\n")
+    print("| size | model | ratio | format | returned → file | answer KB | file KB | json | b64 (baseline) | finish "
+          "| store | serve | total | total ÷ baseline | file read | DB connect |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    verdicts = []
+    with tempfile.TemporaryDirectory(prefix="iib-bench-image-") as temp:
+        site = Site(args.database, Path(temp), len(CASES) * len(FORMATS))
+        try:
+            index = 0
+            for label, model, ratio, request, output in CASES:
+                for image_format in FORMATS:
+                    result = run_case(site, index, request, output, image_format, args.repeats)
+                    index += 1
+                    kept = " (bytes kept)" if result["kept"] else ""
+                    total = result["total"]
+                    mark = ""
+                    if output == (1536, 864) and image_format == "jpeg":
+                        ok = total <= GOAL_MS
+                        mark = " ✅" if ok else " ❌"
+                        verdicts.append(f"{model} {ratio} JPEG {request[0]}x{request[1]} → 1536x864: "
+                                        f"{total:.1f} ms against ≤ {GOAL_MS:.0f} ms: {'met' if ok else 'MISSED'}")
+                    print(f"| {label} | {model} | {ratio} | {image_format} | {request[0]}x{request[1]} → "
+                          f"{output[0]}x{output[1]}{kept} | {result['body_kb']:.0f} | {result['file_kb']:.0f} | "
+                          f"{result['json']:.2f} | {result['b64']:.2f} | {result['finish']:.2f} | "
+                          f"{result['store']:.2f} | {result['serve']:.2f} | **{total:.1f}**{mark} | "
+                          f"{total / result['b64']:.1f} | {result['file read']:.2f} | "
+                          f"{result['db connect']:.2f} |", flush=True)
+            if not args.no_what_if:  # the goal's rows again, with the one change the DB connect column points at
+                no_tls_to_database()
+                print("| **what-if: PyMySQL without TLS** (bench-only patch) | | | | | | | | | | | | | | | |")
+                index = 0
+                for label, model, ratio, request, output in CASES:
+                    for image_format in FORMATS:
+                        if output == (1536, 864) and image_format == "jpeg":
+                            result = run_case(site, index, request, output, image_format, args.repeats)
+                            total = result["total"]
+                            ok = total <= GOAL_MS
+                            verdicts.append(f"what-if (PyMySQL without TLS) {model} {ratio} JPEG {request[0]}x"
+                                            f"{request[1]} → 1536x864: {total:.1f} ms: {'met' if ok else 'MISSED'}")
+                            print(f"| {label} | {model} | {ratio} | {image_format} | {request[0]}x{request[1]} → "
+                                  f"{output[0]}x{output[1]} (what-if) | {result['body_kb']:.0f} | "
+                                  f"{result['file_kb']:.0f} | {result['json']:.2f} | {result['b64']:.2f} | "
+                                  f"{result['finish']:.2f} | {result['store']:.2f} | {result['serve']:.2f} | "
+                                  f"**{total:.1f}** {'✅' if ok else '❌'} | {total / result['b64']:.1f} | "
+                                  f"{result['file read']:.2f} | {result['db connect']:.2f} |", flush=True)
+                        index += 1
+        finally:
+            site.close()
+    print("\nGoal:")
+    for line in verdicts:
+        print(f"- {line}")
+    print(f"\nLoad average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Benchmark of the worker's memory over a long run: does its resident size stay flat image after image?
+
+    .venv/bin/python bench/worker_memory.py [--items 500] [--runs 3] [--latency 0.05] [--quick]
+
+What: a real `cli.py worker` process (as cron starts it) works `--items` images against the
+OpenAI stand-in (`tools/fake_openai.py` in its own process, `--latency` seconds per image, no
+images-per-minute limit), on a fresh MariaDB database per run. The items are spread over 18
+batches of one subscriber, one per model x ratio x format (gpt-image-2, whose bytes are kept;
+gpt-image-1.5 and gpt-image-1-mini, whose 9:16 and 16:9 images are cropped and re-encoded;
+PNG and JPEG), so the worker alternates between them as it serves the batches in turn. It runs
+with the default WORKER_SLOTS (4, so 6 threads) and logs at INFO to a file, as in production.
+
+How: every `--every` seconds (0.2) the bench reads the worker's resident set size (psutil when
+it is installed, else VmRSS in /proc/<pid>/status; VmHWM gives the true peak between samples)
+and counts the finished items in the database. It reports, per run, the RSS after the first
+image (imports loaded, every code path warm but one image's buffers), after the first
+`--warm` images (warm: every combination seen, the allocator's pools grown), the peak, and at
+the end (when the last item is done), and the drift end / warm. The table shows each run and
+the median over the runs; a second table shows the RSS at each tenth of the run.
+
+Baseline (same run): the RSS after the first image.
+
+Goal: flat within ±5 % (end / warm between 0.95 and 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.generation import Store  # noqa: E402
+from services import batches, catalog, credits, db  # noqa: E402
+from services.config import SETTING_NAMES  # noqa: E402
+
+try:
+    import psutil
+except ImportError:  # not in the app's requirements: /proc does the same on Linux
+    psutil = None
+
+GOAL_DRIFT = 0.05
+MODELS = ("gpt-image-2", "gpt-image-1.5", "gpt-image-1-mini")
+RATIOS = ("1:1", "9:16", "16:9")
+FORMATS = ("png", "jpeg")
+
+
+def machine_line() -> str:
+    """Date, machine (cores, RAM, load) and Python: where these numbers come from."""
+    try:
+        mem_kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                          if line.startswith("MemTotal")).split()[1])
+        ram = f"{mem_kb / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        ram = "RAM unknown"
+    load = "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+    return (f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.platform()}, {os.cpu_count()} cores, {ram}, "
+            f"Python {platform.python_version()}, {load} at start (a shared machine: other jobs may be running)")
+
+
+def memory_kb(pid: int) -> tuple[int, int] | None:
+    """(RSS, peak RSS) of a process in KiB, or None once it has exited."""
+    if psutil is not None:
+        try:
+            info = psutil.Process(pid).memory_info()
+        except psutil.Error:
+            return None
+        peak = getattr(info, "peak_wset", None)  # Windows only; on Linux VmHWM below
+        rss = info.rss // 1024
+    else:
+        rss = peak = None
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":" in line)
+    except OSError:
+        return None if rss is None else (rss, rss)
+    if fields.get("State", "").strip()[:1] in ("Z", "X") or "VmRSS" not in fields:  # exiting or exited
+        return None
+    rss = rss if rss is not None else int(fields["VmRSS"].split()[0])
+    peak = peak if peak is not None else int(fields.get("VmHWM", fields["VmRSS"]).split()[0])
+    return rss, peak
+
+
+class StandIn:
+    """The OpenAI stand-in in its own process: a fixed latency, no rate limit."""
+
+    def __init__(self, latency: float, log_file: Path):
+        with open(log_file, "w", encoding="utf-8") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tools.fake_openai", "--port", "0", "--latency", str(latency),
+                 "--api-key", "sk-bench"], cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+        self.base_url = self.process.stdout.readline().strip()
+        if not self.base_url.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise SystemExit(f"the OpenAI stand-in did not start; see {log_file}")
+
+    def stop(self) -> None:
+        """Stop the stand-in's process."""
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.process.stdout.close()
+
+
+def queue_items(conn: db.Connection, models: catalog.Catalog, items: int) -> int:
+    """One subscriber and one batch per model x ratio x format, `items` items in all; returns the item count."""
+    now = int(time.time())
+    user_id = db.user_insert(conn, "Bench", "bench@example.com", now)
+    db.subscription_upsert(conn, user_id, {
+        "id": "sub_bench", "customer": "cus_bench", "status": "active", "price_id": "price",
+        "current_period_start": now - 60, "current_period_end": now + 86400, "cancel_at_period_end": False,
+        "cancel_at": None, "ended_at": None}, now)
+    credits.grant_period(conn, user_id, items * 10, "in_bench", now)
+    combos = [(m, r, f) for m in MODELS for r in RATIOS for f in FORMATS]
+    queued = 0
+    for index, (model, ratio, image_format) in enumerate(combos):
+        count = items // len(combos) + (1 if index < items % len(combos) else 0)
+        if not count:
+            continue
+        prompts = [f"memory bench {model} {ratio} {image_format} image {i}" for i in range(count)]
+        checked = batches.review(models, datetime.date.today(), prompts=prompts, names=[], style="", model_id=model,
+                                 ratio=ratio, quality="low",
+                                 image_format=image_format, separator=", ", max_prompts=count,
+                                 credits_left=credits.balance(conn, user_id))
+        if not checked.ok:
+            raise SystemExit(f"the bench batch was refused: {checked.errors}")
+        batches.create(conn, models, user_id, checked, "", now)
+        queued += count
+    return queued
+
+
+def run_once(directory: Path, items: int, latency: float, every: float, warm: int, catalog_file: Path,
+             models: catalog.Catalog) -> dict:
+    """One worker over `items` images; returns the RSS figures (KiB) and the samples."""
+    stand_in = StandIn(latency, directory / "stand-in.log")
+    store = Store("mariadb", directory)
+    try:
+        conn = store.database.connect()
+        total = queue_items(conn, models, items)
+        env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+        env.update({"APP_MODE": "test", "DATABASE_URL": store.url, "VAR_DIR": str(directory / store.name),
+                    "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": stand_in.base_url,
+                    "MODEL_CATALOG": str(catalog_file), "IMAGES_PER_MINUTE": "60000", "LOG_LEVEL": "INFO"})
+        samples: list[tuple[float, int, int]] = []  # (seconds, items finished, RSS KiB)
+        peak_hwm = 0
+        started = time.monotonic()
+        with open(directory / "worker.log", "a", encoding="utf-8") as log:
+            worker = subprocess.Popen([sys.executable, "cli.py", "worker", "--max-seconds", str(int(items * 2 + 120))],
+                                      cwd=ROOT, env=env, stdout=log, stderr=log)
+        try:
+            finished = 0
+            while True:
+                memory = memory_kb(worker.pid)
+                if memory is None:
+                    break
+                row = conn.one("SELECT SUM(status = 'done') AS done, SUM(status = 'failed') AS failed "
+                               "FROM batch_items")
+                finished = int(row["done"] or 0) + int(row["failed"] or 0)
+                samples.append((time.monotonic() - started, finished, memory[0]))
+                peak_hwm = max(peak_hwm, memory[1])
+                if finished >= total:
+                    break
+                if worker.poll() is not None:
+                    break
+                time.sleep(every)
+            done = conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE status = 'done'")
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+        conn.close()
+    finally:
+        stand_in.stop()
+        store.drop()
+    if done != total:
+        raise SystemExit(f"only {done} of {total} items were done; see {directory / 'worker.log'}")
+
+    def rss_at(count: int) -> int:
+        # the last sample when the worker left before a sample saw the count (it exits as soon as it is idle)
+        return next((rss for _, finished, rss in samples if finished >= count), samples[-1][2])
+
+    warm_rss = rss_at(warm)
+    end_rss = samples[-1][2]
+    return {"items": total, "seconds": samples[-1][0], "first": rss_at(1), "warm": warm_rss,
+            "peak": max(rss for _, _, rss in samples), "hwm": peak_hwm, "end": end_rss,
+            "drift": end_rss / warm_rss - 1, "samples": samples,
+            "tenths": [rss_at(max(1, round(total * k / 10))) for k in range(1, 11)]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the worker `runs` times and print the Markdown tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=500, help="images per run (default 500)")
+    parser.add_argument("--runs", type=int, default=3, help="runs (the median is shown; default 3)")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds per image at the stand-in")
+    parser.add_argument("--warm", type=int, default=50, help="images after which the worker counts as warm")
+    parser.add_argument("--every", type=float, default=0.2, help="seconds between RSS samples")
+    parser.add_argument("--quick", action="store_true", help="60 images, warm at 20, 2 runs: to try the script")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.items, args.warm, args.runs = 60, 20, 2
+    command = ".venv/bin/python bench/worker_memory.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    print("# Worker memory over a long run\n")
+    print(f"Date and machine: {machine_line()}.  ")
+    print(f"Command: `{command.strip()}`  ")
+    print(f"{args.items} images per run over 18 batches (3 models x 3 ratios x 2 formats, quality low), stand-in "
+          f"latency {args.latency:g} s, no IPM limit, WORKER_SLOTS 4, MariaDB (a fresh database per run); RSS "
+          f"read every {args.every:g} s ({'psutil' if psutil else '/proc/<pid>/status'}). Baseline (same run): "
+          f"the RSS after the first image. Warm: after {args.warm} images.  ")
+    print(f"Goal: end / warm within ±{GOAL_DRIFT:.0%}.\n")
+    data = json.loads(catalog.DEFAULT_FILE.read_text(encoding="utf-8"))
+    for entry in data["models"]:  # the bench uses the cropped models even after their retirement day
+        entry["retires"] = None
+    models = catalog.parse(data, "the bench's catalogue")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="iib-bench-memory-") as temp:
+        catalog_file = Path(temp) / "models.json"
+        catalog_file.write_text(json.dumps(data), encoding="utf-8")
+        for run in range(args.runs):
+            run_dir = Path(temp) / f"run{run + 1}"
+            run_dir.mkdir()
+            result = run_once(run_dir, args.items, args.latency, args.every, args.warm, catalog_file, models)
+            results.append(result)
+            print(f"<!-- run {run + 1}: {result['items']} images in {result['seconds']:.1f} s, "
+                  f"{len(result['samples'])} samples -->", flush=True)
+
+    def mib(kib: float) -> str:
+        return f"{kib / 1024:.1f}"
+
+    print("| run | images | seconds | after 1st image (baseline) MiB | warm MiB | peak MiB (sampled / VmHWM) | "
+          "end MiB | end ÷ warm | end ÷ baseline | goal |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n, r in enumerate(results, 1):
+        ok = abs(r["drift"]) <= GOAL_DRIFT
+        print(f"| {n} | {r['items']} | {r['seconds']:.1f} | {mib(r['first'])} | {mib(r['warm'])} | "
+              f"{mib(r['peak'])} / {mib(r['hwm'])} | {mib(r['end'])} | {1 + r['drift']:.3f} | "
+              f"{r['end'] / r['first']:.2f} | {'met' if ok else '**missed**'} |")
+    med = {key: statistics.median(r[key] for r in results) for key in ("seconds", "first", "warm", "peak", "hwm",
+                                                                       "end", "drift")}
+    ok = abs(med["drift"]) <= GOAL_DRIFT
+    print(f"| **median** | {results[0]['items']} | {med['seconds']:.1f} | {mib(med['first'])} | {mib(med['warm'])} | "
+          f"{mib(med['peak'])} / {mib(med['hwm'])} | {mib(med['end'])} | **{1 + med['drift']:.3f}** | "
+          f"{statistics.median(r['end'] / r['first'] for r in results):.2f} | {'met' if ok else '**missed**'} |")
+    print("\nRSS (MiB) when each tenth of the images was finished:\n")
+    print("| run | " + " | ".join(f"{k * 10}%" for k in range(1, 11)) + " |")
+    print("|---|" + "---|" * 10)
+    for n, r in enumerate(results, 1):
+        print(f"| {n} | " + " | ".join(mib(v) for v in r["tenths"]) + " |")
+    print(f"\nLoad average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
