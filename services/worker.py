@@ -77,7 +77,10 @@ def _now_ms() -> int:
 
 
 def _load_pace(conn: db.Connection, settings: Settings) -> Pace:
-    raw = db.worker_state_get(conn, "pace")
+    # Locked until the caller's transaction ends: a claim, a 429 and a success each read, change and write the
+    # pace, and without the lock one of them could write back a pace read before another's change (on MariaDB a
+    # success could undo a 429's slow-down). SQLite's BEGIN IMMEDIATE already serialises them.
+    raw = db.worker_state_get(conn, "pace", lock=True)
     try:
         values = json.loads(raw) if raw else {}
         return Pace(ipm=min(float(values.get("ipm", settings.images_per_minute)), settings.images_per_minute),

@@ -24,7 +24,9 @@ def shipped_js(page, url: str) -> dict[str, int]:
 
     page.on("response", collect)
     try:
-        page.goto(url, wait_until="networkidle")  # module imports load after their importer: wait for all
+        # "load" waits for module scripts and their static imports (they run before it fires). Not "networkidle":
+        # the batch page polls every 2 s and fetches images, so on a loaded machine it may never be idle for long.
+        page.goto(url, wait_until="load")
     finally:
         page.remove_listener("response", collect)
     parts = urlsplit(page.url)
