@@ -433,7 +433,7 @@ UPLOAD_CONTENT = st.one_of(
 UPLOAD_NAME = st.one_of(
     st.sampled_from(["prompts.txt", "list.csv", "LIST.CSV", "x.txt.exe", "image.png", ".csv", "a b.csv",
                      "../../etc/passwd.txt", "C:\\fakepath\\list.csv", "ñandú.txt", "🦊.csv", "x" * 300 + ".txt"]),
-    st.tuples(st.text(st.characters(min_codepoint=0x20, exclude_characters='"\\'), max_size=40),
+    st.tuples(st.text(st.characters(codec="utf-8", min_codepoint=0x20, exclude_characters='"\\'), max_size=40),
               st.sampled_from([".txt", ".csv", ""])).map("".join),
 )
 

@@ -6,8 +6,28 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from services import db, logs
 from tests.conftest import ROOT
+
+
+@pytest.fixture(autouse=True)
+def root_logger_restored():
+    """These tests install logging handlers: put the root logger back as it was, or later tests would log into
+    this test's captured (and by then closed) stderr."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
+    for handler in handlers:
+        for extra in [f for f in handler.filters if isinstance(f, (logs.RedactFilter, logs.RequestIdFilter))]:
+            handler.removeFilter(extra)
+    root.setLevel(level)
 
 
 def test_healthz_says_ok_with_the_schema_and_no_secret(app, client, conn):
@@ -59,7 +79,9 @@ def test_logs_redact_every_secret_and_go_to_a_rotating_file_in_production(app, t
         assert settings.secret_key not in text and text.count("[redacted]") >= 2
         assert "[-] calling with key [redacted] and secret fine" in text
     finally:
-        logs.setup(settings, "test", to_file=False)
+        for handler in logging.getLogger().handlers:
+            if getattr(handler, "iib", False):
+                handler.close()
 
 
 def test_a_private_file_readable_by_others_is_reported(tmp_path):
