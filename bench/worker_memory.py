@@ -14,8 +14,10 @@ How: every `--every` seconds (0.2) the bench reads the worker's resident set siz
 it is installed, else VmRSS in /proc/<pid>/status; VmHWM gives the true peak between samples)
 and counts the finished items in the database. It reports, per run, the RSS after the first
 image (imports loaded, every code path warm but one image's buffers), after the first
-`--warm` images (warm: every combination seen, the allocator's pools grown), the peak, and at
-the end (when the last item is done), and the drift end / warm. The table shows each run and
+`--warm` images (warm: every combination seen, the allocator's pools grown), the peak, at the
+end (the last sample before the last item was done: once it is, the worker's threads exit and
+the allocator hands their arenas back, which is shutdown, not the run; that last sample is
+shown too), and the drift end / warm. The table shows each run and
 the median over the runs; a second table shows the RSS at each tenth of the run.
 
 Baseline (same run): the RSS after the first image.
@@ -189,11 +191,14 @@ def run_once(directory: Path, items: int, latency: float, every: float, warm: in
         return next((rss for _, finished, rss in samples if finished >= count), samples[-1][2])
 
     warm_rss = rss_at(warm)
-    end_rss = samples[-1][2]
+    # The end: the last sample while the worker still had items to finish. Once the last item is done its
+    # threads exit and glibc gives their arenas back, so a sample taken then shows the shutdown, not the run.
+    working = [sample for sample in samples if sample[1] < total] or samples
+    end_rss = working[-1][2]
     return {"items": total, "seconds": samples[-1][0], "first": rss_at(1), "warm": warm_rss,
-            "peak": max(rss for _, _, rss in samples), "hwm": peak_hwm, "end": end_rss,
+            "peak": max(rss for _, _, rss in samples), "hwm": peak_hwm, "end": end_rss, "exit": samples[-1][2],
             "drift": end_rss / warm_rss - 1, "samples": samples,
-            "tenths": [rss_at(max(1, round(total * k / 10))) for k in range(1, 11)]}
+            "tenths": [rss_at(max(1, round(total * k / 10))) for k in range(1, 10)] + [end_rss]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,19 +242,20 @@ def main(argv: list[str] | None = None) -> int:
         return f"{kib / 1024:.1f}"
 
     print("| run | images | seconds | after 1st image (baseline) MiB | warm MiB | peak MiB (sampled / VmHWM) | "
-          "end MiB | end ÷ warm | end ÷ baseline | goal |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "end MiB | end ÷ warm | end ÷ baseline | last sample (all done, exiting) MiB | goal |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n, r in enumerate(results, 1):
         ok = abs(r["drift"]) <= GOAL_DRIFT
         print(f"| {n} | {r['items']} | {r['seconds']:.1f} | {mib(r['first'])} | {mib(r['warm'])} | "
               f"{mib(r['peak'])} / {mib(r['hwm'])} | {mib(r['end'])} | {1 + r['drift']:.3f} | "
-              f"{r['end'] / r['first']:.2f} | {'met' if ok else '**missed**'} |")
+              f"{r['end'] / r['first']:.2f} | {mib(r['exit'])} | {'met' if ok else '**missed**'} |")
     med = {key: statistics.median(r[key] for r in results) for key in ("seconds", "first", "warm", "peak", "hwm",
-                                                                       "end", "drift")}
+                                                                       "end", "drift", "exit")}
     ok = abs(med["drift"]) <= GOAL_DRIFT
     print(f"| **median** | {results[0]['items']} | {med['seconds']:.1f} | {mib(med['first'])} | {mib(med['warm'])} | "
           f"{mib(med['peak'])} / {mib(med['hwm'])} | {mib(med['end'])} | **{1 + med['drift']:.3f}** | "
-          f"{statistics.median(r['end'] / r['first'] for r in results):.2f} | {'met' if ok else '**missed**'} |")
+          f"{statistics.median(r['end'] / r['first'] for r in results):.2f} | {mib(med['exit'])} | "
+          f"{'met' if ok else '**missed**'} |")
     print("\nRSS (MiB) when each tenth of the images was finished:\n")
     print("| run | " + " | ".join(f"{k * 10}%" for k in range(1, 11)) + " |")
     print("|---|" + "---|" * 10)
