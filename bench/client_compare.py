@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime
 import http.client
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -44,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from common import machine_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -55,17 +55,6 @@ USER = "5f0c2b1e9d7a4c3b8e6f1a2d3c4b5a69"
 CLIENTS = ("baseline", "ours", "official")
 
 
-def machine_line() -> str:
-    """Date, machine (cores, RAM, load) and Python: where these numbers come from."""
-    try:
-        mem_kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
-                          if line.startswith("MemTotal")).split()[1])
-        ram = f"{mem_kb / 1024 / 1024:.0f} GiB RAM"
-    except (OSError, StopIteration, ValueError):
-        ram = "RAM unknown"
-    load = "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.platform()}, {os.cpu_count()} cores, {ram}, "
-            f"Python {platform.python_version()}, {load} at start (a shared machine: other jobs may be running)")
 
 
 def official_or_exit():

@@ -31,7 +31,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import signal
 import socket
@@ -48,14 +47,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from common import CHROMIUM, CHROMIUM_ARGS, machine_line  # noqa: E402
 from generation import StandIn, Store, add_subscriber  # noqa: E402
 
 from services import sessions  # noqa: E402
 from services.config import SETTING_NAMES, load_settings  # noqa: E402
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SAMPLE_EVERY = 0.1  # seconds between samples of the database and of each browser's IndexedDB
 
 # Counts a batch's images in this browser's IndexedDB. It opens the database the way public/js/store.js
@@ -84,17 +81,6 @@ COUNT_JS = """async (batchId) => {
 }"""
 
 
-def machine() -> str:
-    """Cores, RAM and load of this machine, for the report."""
-    ram = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024 / 1024:.0f} GB"
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{platform.platform()}, {os.cpu_count()} cores, {ram} RAM, load average {load} at start"
 
 
 def free_port() -> int:
@@ -321,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     subscriber_values = [int(v) for v in args.subscribers.split(",") if v]
     command = " ".join([".venv/bin/python", "bench/delivery.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"# delivery bench, {datetime.datetime.now():%Y-%m-%d %H:%M}\n")
-    print(f"- machine: {machine()}")
+    print(f"- machine: {machine_line()}")
     print(f"- command: `{command}`")
     print(f"- N={args.items} per batch, L={args.latency} s, IPM = 2 x 60·W/L (latency-bound), MariaDB, Chromium "
           "(one context per subscriber), app and worker and stand-in in their own processes")

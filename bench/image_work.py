@@ -45,7 +45,6 @@ import base64
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -60,6 +59,8 @@ try:
     from werkzeug.test import Client
 except ImportError:  # pragma: no cover - the app's own requirements bring it
     raise SystemExit("werkzeug is missing: .venv/bin/pip install -r requirements-dev.txt") from None
+
+from common import machine_line, no_tls_to_database  # noqa: E402
 
 from bench.generation import Store, photo_like  # noqa: E402
 from services import batches, catalog, credits, db, imaging, sessions, worker  # noqa: E402
@@ -81,33 +82,8 @@ FORMATS = ("png", "jpeg")
 STEPS = ("json", "b64", "finish", "store", "serve")
 
 
-def machine_line() -> str:
-    """Date, machine (cores, RAM, load) and Python: where these numbers come from."""
-    try:
-        mem_kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
-                          if line.startswith("MemTotal")).split()[1])
-        ram = f"{mem_kb / 1024 / 1024:.0f} GiB RAM"
-    except (OSError, StopIteration, ValueError):
-        ram = "RAM unknown"
-    load = "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.platform()}, {os.cpu_count()} cores, {ram}, "
-            f"Python {platform.python_version()}, {load} at start (a shared machine: other jobs may be running)")
 
 
-def no_tls_to_database() -> None:
-    """The what-if (bench only, this process): PyMySQL connects without trying TLS (`ssl_disabled=True`)."""
-    import functools
-
-    import pymysql.connections
-
-    original = pymysql.connections.Connection.__init__
-
-    @functools.wraps(original)
-    def init(self, *args, **kwargs):
-        kwargs.setdefault("ssl_disabled", True)
-        original(self, *args, **kwargs)
-
-    pymysql.connections.Connection.__init__ = init
 
 
 def api_body(image: bytes, image_format: str, size: tuple[int, int]) -> bytes:

@@ -35,15 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from common import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from generation import add_batch, add_subscriber  # noqa: E402
 
 from app import create_app  # noqa: E402
 from services import db, sessions  # noqa: E402
 from tests.jsbudget import own_and_total, shipped_js  # noqa: E402
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 KB = 1024
 # bench/RESULTS.md, "The pages: JavaScript shipped", 2026-11-30: total gzipped bytes per page.
 RECORDED = {"batch": "8.3 KB", "library": "6.8 KB"}

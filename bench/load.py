@@ -49,7 +49,6 @@ import functools
 import json
 import logging
 import os
-import platform
 import pstats
 import random
 import secrets
@@ -60,6 +59,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine_line, no_tls_to_database  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -74,17 +75,6 @@ MAX_REQUESTS_PER_RUN = 2_000_000  # a hard bound on top of the time bound
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def machine_line() -> str:
-    """Date, machine (cores, RAM, load) and Python: where these numbers come from."""
-    try:
-        mem_kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
-                          if line.startswith("MemTotal")).split()[1])
-        ram = f"{mem_kb / 1024 / 1024:.0f} GiB RAM"
-    except (OSError, StopIteration, ValueError):
-        ram = "RAM unknown"
-    load = "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.platform()}, {os.cpu_count()} cores, {ram}, "
-            f"Python {platform.python_version()}, {load} at start (a shared machine: other jobs may be running)")
 
 
 # ----- the servers (run in their own process: `load.py --serve app|trivial ...`) ---------------------------
@@ -95,18 +85,6 @@ def trivial_app(environ, start_response):
     return [b"ok"]
 
 
-def no_tls_to_database() -> None:
-    """What-if (bench only): PyMySQL connects without trying TLS, as `ssl_disabled=True` would make it."""
-    import pymysql.connections
-
-    original = pymysql.connections.Connection.__init__
-
-    @functools.wraps(original)
-    def init(self, *args, **kwargs):
-        kwargs.setdefault("ssl_disabled", True)
-        original(self, *args, **kwargs)
-
-    pymysql.connections.Connection.__init__ = init
 
 
 def reuse_connections() -> None:

@@ -31,7 +31,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -42,6 +41,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import machine_line  # noqa: E402
 
 from bench.generation import Store  # noqa: E402
 from services import batches, catalog, credits, db  # noqa: E402
@@ -58,17 +59,6 @@ RATIOS = ("1:1", "9:16", "16:9")
 FORMATS = ("png", "jpeg")
 
 
-def machine_line() -> str:
-    """Date, machine (cores, RAM, load) and Python: where these numbers come from."""
-    try:
-        mem_kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
-                          if line.startswith("MemTotal")).split()[1])
-        ram = f"{mem_kb / 1024 / 1024:.0f} GiB RAM"
-    except (OSError, StopIteration, ValueError):
-        ram = "RAM unknown"
-    load = "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.platform()}, {os.cpu_count()} cores, {ram}, "
-            f"Python {platform.python_version()}, {load} at start (a shared machine: other jobs may be running)")
 
 
 def memory_kb(pid: int) -> tuple[int, int] | None:

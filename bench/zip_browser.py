@@ -36,8 +36,6 @@ import argparse
 import datetime
 import io
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -47,12 +45,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from common import CHROMIUM, CHROMIUM_ARGS, machine_line
+
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC = ROOT / "public"
 JSZIP = ROOT / ".cache" / "jszip-3.10.1" / "dist" / "jszip.min.js"
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 # The site's policy (services/security.py), with nothing added for the bench.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -125,17 +122,6 @@ document.getElementById('ready').dataset.ready = '1';
 """
 
 
-def machine() -> str:
-    """Cores, RAM and load of this machine, for the report."""
-    ram = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024 / 1024:.0f} GB"
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{platform.platform()}, {os.cpu_count()} cores, {ram} RAM, load average {load} at start"
 
 
 def noise_png(seed: int, megabytes: float) -> tuple[bytes, int, int]:
@@ -246,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = ["client-zip", "jszip-store"] + ([] if args.no_deflate else ["jszip-deflate"])
     command = " ".join([".venv/bin/python", "bench/zip_browser.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"# ZIP-in-the-browser bench, {datetime.datetime.now():%Y-%m-%d %H:%M}\n")
-    print(f"- machine: {machine()}")
+    print(f"- machine: {machine_line()}")
     print(f"- command: `{command}`")
 
     started = time.monotonic()
