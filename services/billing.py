@@ -241,11 +241,18 @@ def _apply_subscription(conn: db.Connection, fields: dict, now: int) -> int | No
     return user_id
 
 
+def _invoice_period_start(invoice) -> int:
+    """When the period an invoice pays for starts (its lines' service period), else when it was created."""
+    lines = (invoice.get("lines") or {}).get("data") or []
+    starts = [int((line.get("period") or {}).get("start") or 0) for line in lines]
+    return max(starts + [0]) or int(invoice.get("created") or 0)
+
+
 def _grant_for_invoice(conn: db.Connection, settings: Settings, user_id: int, invoice) -> bool:
-    """Grant the period's credits for a paid creation or renewal invoice, once per invoice."""
+    """Grant the period's credits for a paid creation or renewal invoice, once per invoice, never for an old one."""
     if invoice.get("status") != "paid" or invoice.get("billing_reason") not in GRANTING_REASONS:
         return False
-    return credits.grant_period(conn, user_id, settings.plan_credits, invoice["id"], int(invoice.get("created") or 0))
+    return credits.grant_period(conn, user_id, settings.plan_credits, invoice["id"], _invoice_period_start(invoice))
 
 
 # --- the webhook and the success page -----------------------------------------------------------

@@ -83,12 +83,19 @@ def refund(conn: db.Connection, user_id: int, amount: int, reference: str, now: 
 
 
 def grant_period(conn: db.Connection, user_id: int, credits: int, reference: str, now: int) -> bool:
-    """Start a billing period (reference: its invoice): what was left expires and `credits` are granted, once."""
+    """Start a billing period (reference: its invoice, `now` its time): what was left expires, `credits` are granted.
+
+    Once per invoice, and never for an invoice older than the latest one granted: a late or retried webhook for
+    last month's invoice must not reset this month's balance.
+    """
     db.credit_balance_ensure(conn, user_id, now)
 
     def attempt():
         with conn.transaction():
             left = db.credit_balance_lock(conn, user_id) or 0
+            latest = db.credit_latest_grant_at(conn, user_id)
+            if latest is not None and latest > now:
+                return False
             if not db.credit_ledger_insert(conn, user_id, credits, "grant", reference, now):
                 return False
             if left:

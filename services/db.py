@@ -542,6 +542,13 @@ def credit_ledger_find(conn: Connection, reason: str, reference: str) -> dict | 
                     "WHERE reason = ? AND reference = ?", (reason, reference))
 
 
+def credit_latest_grant_at(conn: Connection, user_id: int) -> int | None:
+    """When the user's latest period grant was made (its invoice's time), or None."""
+    value = conn.scalar("SELECT MAX(created_at) AS m FROM credit_ledger WHERE user_id = ? AND reason = 'grant'",
+                        (user_id,))
+    return None if value is None else int(value)
+
+
 def credit_ledger_recent(conn: Connection, user_id: int, since: int, limit: int) -> list[dict]:
     """A user's ledger lines since a time, newest first."""
     return conn.all("SELECT id, delta, reason, reference, created_at FROM credit_ledger "

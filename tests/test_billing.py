@@ -165,6 +165,25 @@ def test_a_renewal_resets_the_credits(visitor, fake_stripe, conn):
     assert [r["reason"] for r in credits.recent(conn, user, 0)][:2] == ["expire", "grant"]
 
 
+def test_a_late_webhook_for_last_months_invoice_does_not_reset_this_months_credits(visitor, fake_stripe, conn):
+    fake_stripe.delivery(hold=True)
+    session_id = checkout(visitor).rsplit("/", 1)[1]
+    subscription_id = fake_stripe.pay(session_id)
+    first_month = list(fake_stripe.held_events)
+    fake_stripe.held_events.clear()
+    fake_stripe.delivery()
+    fake_stripe.renew(subscription_id)
+    user = user_id_of(conn)
+    credits.reserve(conn, user, 100, "item-1", int(time.time()))
+    assert credits.balance(conn, user) == 200
+    fake_stripe.held_events.extend(first_month)
+    assert set(fake_stripe.flush()) == {200}
+    assert credits.balance(conn, user) == 200
+    assert db.credit_ledger_sum(conn, user) == 200
+    assert conn.scalar("SELECT COUNT(*) AS n FROM credit_ledger WHERE reason = 'grant'") == 1
+    assert state(conn).can_generate
+
+
 def test_a_failed_payment_blocks_new_batches_and_shows_the_banner(visitor, fake_stripe, conn):
     subscription_id, _ = subscribe(visitor, fake_stripe)
     fake_stripe.fail_payment(subscription_id)

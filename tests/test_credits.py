@@ -39,6 +39,15 @@ def test_a_renewal_resets_the_credits_without_rollover(conn, user_id):
     assert credits.recent(conn, user_id, 0)[0]["delta"] == -180
 
 
+def test_a_late_grant_for_an_older_invoice_changes_nothing(conn, user_id):
+    credits.grant_period(conn, user_id, 300, "in_2", NOW + 100)
+    credits.reserve(conn, user_id, 120, "item-1", NOW + 150)
+    assert credits.grant_period(conn, user_id, 300, "in_1", NOW) is False
+    assert credits.grant_period(conn, user_id, 300, "in_1", NOW) is False
+    assert assert_consistent(conn, user_id) == 180
+    assert [row["reason"] for row in credits.recent(conn, user_id, 0)] == ["reserve", "grant"]
+
+
 def test_reserve_is_idempotent_by_reference(conn, user_id):
     credits.grant_period(conn, user_id, 10, "in_1", NOW)
     assert credits.reserve(conn, user_id, 4, "item-7", NOW) is True
