@@ -13,7 +13,7 @@ import json
 import bottle
 
 from routes import web
-from services import batches, billing, credits, worker
+from services import batches, credits, worker
 
 _ = web._
 
@@ -98,9 +98,8 @@ def register(app: web.App) -> None:
             raise fail(401, "sign_in")
         return user
 
-    def may_generate(user):
-        state = billing.access(billing.current_subscription(web.conn(), user["id"]), web.now())
-        if not state.can_generate:
+    def may_generate():
+        if not web.plan().can_generate:
             raise fail(403, "no_plan")
 
     def batch_call(action):
@@ -138,7 +137,7 @@ def register(app: web.App) -> None:
     def create_batch():
         """Create a batch from the reviewed form (the same request_token returns the same batch)."""
         user = user_or_401()
-        may_generate(user)
+        may_generate()
         already = batches.started_with(web.conn(), user["id"], form_value("request_token"))
         if already is not None:  # the same Start again: that batch, before anything is re-checked
             return _json(200, describe(batches.status(web.conn(), user["id"], already)))
@@ -200,7 +199,7 @@ def register(app: web.App) -> None:
     def queue_more(batch_id, action):
         """Run an action that queues items again (a plan is needed); kick a worker when it queued some."""
         user = user_or_401()
-        may_generate(user)
+        may_generate()
         count = batch_call(lambda: action(web.conn(), user["id"], batch_id, web.now()))
         if count:
             worker.kick(app.settings, app.database)
@@ -227,7 +226,7 @@ def register(app: web.App) -> None:
     def resume(batch_id):
         """Let a paused batch go on."""
         user = user_or_401()
-        may_generate(user)
+        may_generate()
         batch_call(lambda: batches.resume(web.conn(), user["id"], batch_id, web.now()))
         worker.kick(app.settings, app.database)
         return _json(200, {"resumed": True})

@@ -7,7 +7,7 @@ import logging
 import bottle
 
 from routes import web
-from services import auth, billing, credits, sessions
+from services import auth, credits, sessions
 from services.oauth import SignInError
 from services.security import safe_next
 
@@ -113,7 +113,7 @@ def register(app: web.App) -> None:
             web.redirect("/login?next=/account")
         linked = auth.identities(web.conn(), user["id"])
         linked_names = {row["provider"] for row in linked}
-        subscription = billing.current_subscription(web.conn(), user["id"])
+        subscription = web.subscription()
         since = subscription["current_period_start"] if subscription else 0
         return web.render("account/account.html", identities=linked,
                           labels={p.name: p.label for p in app.settings.providers},

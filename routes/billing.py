@@ -58,7 +58,7 @@ def register(app: web.App) -> None:
     def show_pricing():
         """The plan, with Subscribe (or Manage billing for a subscriber)."""
         user = web.current_user()
-        state = billing.access(billing.current_subscription(web.conn(), user["id"]), web.now()) if user else None
+        state = web.plan() if user else None
         return web.render("billing/pricing.html", access=state,
                           cancelled=bottle.request.query.get("checkout") == "cancelled")
 

@@ -16,17 +16,17 @@ def register(app: web.App) -> None:
     @app.get("/")
     def show_home():
         """The landing page: what the service does and the plan."""
-        return web.render("pages/home.html")
+        return web.render_public("pages/home.html")
 
     @app.get("/terms")
     def show_terms():
         """The terms of service."""
-        return web.render("pages/terms.html")
+        return web.render_public("pages/terms.html")
 
     @app.get("/privacy")
     def show_privacy():
         """The privacy notice: what is stored where, and who receives what."""
-        return web.render("pages/privacy.html")
+        return web.render_public("pages/privacy.html")
 
     @app.get("/healthz")
     def healthz():

@@ -14,7 +14,7 @@ import secrets
 import bottle
 
 from routes import api, web
-from services import batches, billing, credits, worker
+from services import batches, credits, worker
 from services.batches import TEST_RUN_ITEMS
 
 _ = web._
@@ -52,9 +52,6 @@ def register(app: web.App) -> None:
         if user is None:
             web.redirect(f"/login?next={path}")
         return user
-
-    def plan_of(user: dict):
-        return billing.access(billing.current_subscription(web.conn(), user["id"]), web.now())
 
     def defaults() -> dict:
         available = app.catalog.available(datetime.date.today())
@@ -122,7 +119,7 @@ def register(app: web.App) -> None:
     def subscriber() -> dict:
         """The signed-in user, whose plan allows generating; else (raised) the page that says why."""
         user = signed_in("/generate")
-        if not plan_of(user).can_generate:
+        if not web.plan().can_generate:
             raise bottle.HTTPResponse(web.render("studio/no_plan.html"))
         return user
 
@@ -206,13 +203,13 @@ def register(app: web.App) -> None:
             held_credits=held * batch["credits_per_item"],
             pause_text=web.translate(PAUSES[batch["pause_reason"]]) if batch["pause_reason"] in PAUSES else None,
             failure_texts={code: web.translate(text) for code, text in api.FAILURE_MESSAGES.items()},
-            balance=credits.balance(web.conn(), user["id"]), can_generate=plan_of(user).can_generate,
+            balance=credits.balance(web.conn(), user["id"]), can_generate=web.plan().can_generate,
             retention_days=app.settings.image_retention_days)
 
     def batch_action(batch_id: int, action, needs_plan: bool = False):
         user = signed_in(f"/batches/{batch_id}")
         owned_or_404(user, batch_id)
-        if needs_plan and not plan_of(user).can_generate:
+        if needs_plan and not web.plan().can_generate:
             raise bottle.HTTPError(403)
         if action(web.conn(), user["id"], batch_id, web.now()):
             worker.kick(app.settings, app.database)

@@ -68,6 +68,8 @@ class App(bottle.Bottle):
         # (A dict: Bottle refuses to let an app attribute be assigned twice.)
         self.billing = {"client": None, "price_id": settings.stripe_price_id or None}
         self._static_versions: dict[str, str] = {}
+        # Public pages as a visitor without a session sees them, by (template, language, path): see render_public().
+        self.public_pages: dict[tuple[str, str, str], str] = {}
         self.templates.globals["static_url"] = self.static_url
 
     def static_url(self, path: str) -> str:
@@ -236,6 +238,22 @@ def current_user() -> dict | None:
     return environ["iib.user"]
 
 
+def subscription() -> dict | None:
+    """The signed-in user's latest subscription row (read once per request), or None."""
+    user = current_user()
+    if user is None:
+        return None
+    environ = bottle.request.environ
+    if "iib.subscription" not in environ:
+        environ["iib.subscription"] = billing.current_subscription(conn(), user["id"])
+    return environ["iib.subscription"]
+
+
+def plan() -> billing.Access | None:
+    """What the signed-in user's plan allows now, or None for a visitor who is not signed in."""
+    return billing.access(subscription(), now()) if current_user() else None
+
+
 def csrf_token() -> str:
     """The CSRF token to put in a form (starts a session if the visitor has none)."""
     return session(create=True).csrf_token
@@ -252,12 +270,30 @@ def render(template: str, **context) -> str:
         "current_path": path if not bottle.request.query_string else f"{path}?{bottle.request.query_string}",
         "user": user,
         # The plan's state drives the past-due banner on every page of a signed-in subscriber.
-        "plan": billing.access(billing.current_subscription(conn(), user["id"]), now()) if user else None,
+        "plan": plan() if user else None,
         "csrf_token": csrf_token,
         "settings": app().settings,
     }
     base.update(context)
     return app().templates.get_template(template).render(base)
+
+
+def render_public(template: str) -> str:
+    """A page that is the same for every visitor without a session: rendered once per language and path.
+
+    A visitor with a session cookie, or a URL with a query string, gets a fresh rendering (the cache
+    stays bounded by the app's own routes).
+    """
+    request = bottle.request
+    if request.query_string or request.get_cookie(sessions.cookie_name(app().settings)) is not None:
+        return render(template)
+    key = (template, lang(), request.path)
+    html = app().public_pages.get(key)
+    if html is None:
+        html = render(template)
+        if not request.environ.get("iib.private"):  # rendering it did not start a session
+            app().public_pages[key] = html
+    return html
 
 
 def redirect(path: str, code: int = 303) -> None:

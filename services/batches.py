@@ -226,7 +226,7 @@ def owned(conn: db.Connection, user_id: int, batch_id: int) -> dict:
 def status(conn: db.Connection, user_id: int, batch_id: int) -> dict:
     """The batch and its items, for the batch page to poll (two queries)."""
     batch = owned(conn, user_id, batch_id)
-    items = db.batch_items_of(conn, batch_id)
+    items = db.batch_items_progress(conn, batch_id)
     counts: dict[str, int] = {}
     for item in items:
         counts[item["status"]] = counts.get(item["status"], 0) + 1

@@ -706,6 +706,13 @@ def batch_items_of(conn: Connection, batch_id: int) -> list[dict]:
     return conn.all(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE batch_id = ? ORDER BY position", (batch_id,))
 
 
+def batch_items_progress(conn: Connection, batch_id: int) -> list[dict]:
+    """A batch's items in list order, with only what its page and its poll show (the poll runs every 2 s)."""
+    return conn.all("SELECT id, position, prompt, final_prompt, file_name, status, error_code, result_bytes, "
+                    "result_width, result_height, started_at, finished_at FROM batch_items "
+                    "WHERE batch_id = ? ORDER BY position", (batch_id,))
+
+
 def batch_item_get(conn: Connection, item_id: int) -> dict | None:
     """One item, or None."""
     return conn.one(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE id = ?", (item_id,))

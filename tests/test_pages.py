@@ -91,3 +91,27 @@ def test_legal_pages_show_the_contact_address_when_set(make_app, database):
         for lang in ("es", "en"):
             text = client.get(path, headers={"Accept-Language": lang}).text
             assert 'href="mailto:help@images.example.com"' in text, (path, lang)
+
+
+def test_public_pages_are_rendered_once_per_language_for_visitors_without_a_session(app, client):
+    first = client.get("/terms", headers={"Accept-Language": "en"})
+    assert ("pages/terms.html", "en", "/terms") in app.public_pages
+    again = client.get("/terms", headers={"Accept-Language": "en"})
+    assert again.text == first.text and "Set-Cookie" not in again.headers
+    assert again.headers["Vary"] == "Accept-Language, Cookie" and again.headers["X-Request-Id"]
+    assert '<html lang="es">' in client.get("/terms").text
+    assert {key[1] for key in app.public_pages} == {"en", "es"}
+    # A query string is never a cache key: the cache stays as small as the site's own pages.
+    client.get("/terms?utm_source=x")
+    assert len(app.public_pages) == 2
+
+
+def test_a_signed_in_visitor_never_gets_the_anonymous_copy(app, client, conn):
+    from tests.conftest import make_subscriber, signed_in_client
+
+    client.get("/", headers={"Accept-Language": "en"})
+    assert "/logout" not in app.public_pages[("pages/home.html", "en", "/")]
+    user_client, _csrf = signed_in_client(app, conn, make_subscriber(conn, name="Ana Cached"))
+    page = user_client.get("/", headers={"Accept-Language": "en"}).text
+    assert "Ana Cached" in page and 'action="/logout"' in page
+    assert "Ana Cached" not in app.public_pages[("pages/home.html", "en", "/")]
