@@ -36,11 +36,15 @@ def finish(data: bytes, size: tuple[int, int], image_format: str) -> Finished:
     """Give the image the exact size and format, re-encoding only when needed."""
     try:
         image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
+        keep = image.size == size and image.format == PIL_FORMATS[image_format]
+        if keep:
+            _check_whole(image)
+        else:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, ValueError) as exc:
         raise ImageError(f"the image cannot be read: {type(exc).__name__}") from None
     width, height = size
-    if image.size == size and image.format == PIL_FORMATS[image_format]:
+    if keep:
         return Finished(data, width, height, image_format)
     image = _cover_and_crop(image, size)
     if image.mode != "RGB":
@@ -51,6 +55,19 @@ def finish(data: bytes, size: tuple[int, int], image_format: str) -> Finished:
     else:
         image.save(buffer, "JPEG", quality=90, subsampling="4:2:0")
     return Finished(buffer.getvalue(), width, height, image_format)
+
+
+def _check_whole(image: Image.Image) -> None:
+    """Raise unless an image kept as it came is whole, without paying for a full decode.
+
+    PNG: every chunk's CRC up to IEND (a cut or damaged file fails). JPEG: decoded at 1/8 scale, which
+    still reads all of its entropy-coded data (a cut file fails), in about a tenth of the time.
+    """
+    if image.format == "PNG":
+        image.verify()
+    else:
+        image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+        image.load()
 
 
 def _cover_and_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -60,6 +60,26 @@ def test_transparency_becomes_white_in_a_jpeg_and_metadata_is_dropped():
     assert red > 200 and green > 120  # half-transparent red on white, not on black
 
 
+def photo(size, source_format):
+    """A noisy picture (compresses like a photo), so a cut lands inside its image data."""
+    buffer = io.BytesIO()
+    Image.effect_noise(size, 60).convert("RGB").save(buffer, source_format)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("image_format", ["png", "jpeg"])
+def test_an_image_cut_short_or_damaged_is_refused_even_when_its_bytes_would_be_kept(image_format):
+    data = photo((1536, 864), image_format.upper())
+    assert imaging.finish(data, (1536, 864), image_format).data is data
+    with pytest.raises(imaging.ImageError):
+        imaging.finish(data[: len(data) * 2 // 3], (1536, 864), image_format)
+    if image_format == "png":  # one byte flipped in the middle of the pixel data: its chunk's CRC no longer matches
+        middle = len(data) // 2
+        damaged = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+        with pytest.raises(imaging.ImageError):
+            imaging.finish(damaged, (1536, 864), image_format)
+
+
 def test_something_that_is_not_an_image_is_refused():
     with pytest.raises(imaging.ImageError):
         imaging.finish(b"<html>not an image</html>", (1024, 1024), "png")
