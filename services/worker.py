@@ -324,7 +324,7 @@ def run(settings: Settings, database: db.Database, catalog: Catalog, *, threads:
         me = f"{name}-{index}"
         conn: db.Connection | None = None
         last_beat = 0.0
-        lost = False  # the database went away while this thread held an item
+        lost = False  # the database went away: whatever it left marked as this thread's must go back to the queue
         try:
             while not stop.is_set():
                 if max_seconds is not None and time.monotonic() - started >= max_seconds:
@@ -335,25 +335,25 @@ def run(settings: Settings, database: db.Database, catalog: Catalog, *, threads:
                         prepare(conn)
                         if lost:  # back: what this thread held goes back to the queue (its charge stays reserved)
                             released = db.batch_items_release_worker(conn, me)
-                            log.warning("worker: the database is back; %d item(s) queued again", released)
+                            log.log(logging.WARNING if released else logging.INFO,
+                                    "worker: the database is back; %d item(s) queued again", released)
                             lost = False
                     if time.monotonic() - last_beat >= HEARTBEAT_EVERY:
                         db.worker_state_set(conn, "heartbeat", str(int(time.time())), int(time.time()))
                         last_beat = time.monotonic()
                     item, wait = claim(conn, settings, me, _now_ms())
                     if item is not None:
-                        try:
-                            outcome = process(conn, settings, catalog, me, item, call_ended)
-                        except db.DatabaseUnavailable:
-                            lost = True
-                            raise
+                        outcome = process(conn, settings, catalog, me, item, call_ended)
                         with lock:
                             stats[outcome] = stats.get(outcome, 0) + 1
                         if once:
                             stop.set()
                         continue
                 except db.DatabaseUnavailable as exc:
-                    # The loop lives on: it reconnects, and nothing it held is lost (see `lost` above).
+                    # The loop lives on: it reconnects, and nothing it held is lost (see `lost` above). That includes
+                    # a claim whose COMMIT reached the server although its answer never came back: the item is
+                    # `running` under this thread's name while the thread holds nothing.
+                    lost = True
                     log.error("worker: database unavailable: %s", exc)
                     if conn is not None:
                         conn.close()

@@ -355,3 +355,29 @@ def test_a_used_up_window_cools_down_from_the_calls_start_not_its_end(studio, co
     assert worker._load_pace(conn, studio.settings).cooldown_until_ms == 0
     worker._on_success(conn, studio.settings, headers | {"x-ratelimit-reset-requests": "6s"}, now_ms - 2000, now_ms)
     assert worker._load_pace(conn, studio.settings).cooldown_until_ms == now_ms + 4000
+
+
+def test_a_claim_whose_answer_was_lost_with_the_database_is_queued_again_when_it_is_back(studio, conn, monkeypatch):
+    """The claim's COMMIT reached the database, then the connection died before its answer came back (seen in the
+    MariaDB restart test): the item is `running` under the thread's name while the thread holds nothing. When the
+    database is back the thread queues it again, instead of leaving it until its lease runs out."""
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, ["a lighthouse"])
+    real_claim, lost = worker.claim, []
+
+    def claim_then_lose_the_answer(connection, settings, name, now_ms):
+        item, wait = real_claim(connection, settings, name, now_ms)
+        if item is not None and not lost:
+            lost.append((item["id"], name))
+            raise db.DatabaseUnavailable("lost the database connection: Lost connection to MySQL server during query")
+        return item, wait
+
+    monkeypatch.setattr(worker, "claim", claim_then_lose_the_answer)
+    started = time.monotonic()
+    stats = work(studio, threads=1, max_seconds=30)
+    assert lost and stats == {"done": 1}
+    row = items(conn, batch_id)[0]
+    assert row["status"] == "done" and row["charge"] == 1 and row["attempts"] == 2  # the lost claim used one up
+    assert time.monotonic() - started < worker.LEASE_EXTRA  # not freed by its lease running out
+    assert credits.balance(conn, user) == 300 - 2
+    assert_ledger_consistent(conn, user)
