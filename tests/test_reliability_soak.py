@@ -262,9 +262,10 @@ def test_two_hundred_items_survive_faults_and_killed_workers(make_app, database,
             refused = number % 20 == 7  # 5 % of the prompts (10 of 200) are refused by the safety system
             prompts.append(f"soak {number:04d}: a {marker + ' ' if refused else ''}lighthouse at dusk")
             number += 1
-        batch_id = new_batch(conn, user, prompts, model, ratio, image_format)
-        batch_ids.append(batch_id)
-        owners[batch_id] = user
+        for first in range(0, count, 200):  # a batch holds at most 200 prompts
+            batch_id = new_batch(conn, user, prompts[first:first + 200], model, ratio, image_format)
+            batch_ids.append(batch_id)
+            owners[batch_id] = user
     cost = {b["id"]: b["credits_per_item"] for b in (db.batch_get(conn, i) for i in batch_ids)}
     by_prompt = {item["final_prompt"]: item for item in all_items(conn, batch_ids)}
     assert len(by_prompt) == ITEMS
