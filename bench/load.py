@@ -32,7 +32,8 @@ top functions. What-if rows run the endpoints that missed again with one bench-o
 the server process, to size the fix it points at (the app's code is not changed): for the
 signed-in endpoints, PyMySQL told not to try TLS when the app's connections would still offer
 it, else one database connection kept per thread instead of one per request; for the anonymous
-page, its HTML rendered once per language and URL. The in-process breakdown is repeated with
+page, its HTML rendered once per language and URL (unless the app already does that, as it does
+since web.render_public). The in-process breakdown is repeated with
 the same change, to show what is left.
 
 Goal: p99 ≤ 50 ms and no error, for each endpoint, with 50 clients.
@@ -589,7 +590,13 @@ def main(argv: list[str] | None = None) -> int:
                                                                or sum(r["errors"] for r in runs))]
             # What-ifs: one bench-only change per kind of endpoint that missed, to size the fix it points at.
             signed_in_fix = "no-tls" if tls_attempted(store.url) else "reuse-connections"
-            chosen = {label: (signed_in_fix if endpoints[label][2] else "cache-anonymous-pages") for label in missed}
+            # The app renders public pages once for visitors without a session (web.render_public) since
+            # 2026-11-30: the anonymous what-if would change nothing there.
+            from routes import web
+
+            anonymous_fix = None if hasattr(web, "render_public") else "cache-anonymous-pages"
+            chosen = {label: (signed_in_fix if endpoints[label][2] else anonymous_fix) for label in missed}
+            chosen = {label: name for label, name in chosen.items() if name}
             if chosen and not args.no_what_if:
                 names = sorted(set(chosen.values()))
                 what_if = Server("app", args.threads, overrides, log_file, names)
