@@ -28,20 +28,30 @@ export function manifestCsv(batch, names) {
 
 // Packs the images (checking each blob can be read; a bad one is skipped and reported) and the
 // manifest. onProgress(packed, total) follows the image entries as client-zip consumes them.
+// The next image is read from IndexedDB while client-zip checksums the current one (two in memory).
 export async function zipBatch(batch, images, onProgress = () => {}) {
   const list = [...images].sort((a, b) => a.position - b.position);
   const lastModified = new Date(batch.createdAt * 1000), names = [], skipped = [];
+  const read = async image => {
+    try {
+      const bytes = await image.blob.arrayBuffer();
+      return bytes.byteLength ? bytes : null;
+    } catch {
+      return null; // not a readable blob
+    }
+  };
   async function* entries() {
+    let next = list.length ? read(list[0]) : null;
     for (const [i, image] of list.entries()) {
       onProgress(i, list.length);
-      try {
-        const input = await image.blob.arrayBuffer();
-        if (!input.byteLength) throw new Error('empty');
-        names.push(image.name);
-        yield {name: image.name, lastModified, input};
-      } catch {
+      const input = await next;
+      next = i + 1 < list.length ? read(list[i + 1]) : null;
+      if (!input) {
         skipped.push(image.name);
+        continue;
       }
+      names.push(image.name);
+      yield {name: image.name, lastModified, input};
     }
     onProgress(list.length, list.length);
     yield {name: 'manifest.csv', lastModified, input: manifestCsv(batch, names)};
