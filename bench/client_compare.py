@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from common import machine_line  # noqa: E402
+from common import machine_line, stop_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -140,9 +140,7 @@ class StandIn:
 
     def stop(self) -> None:
         """Stop the stand-in's process."""
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.process.stdout.close()
+        stop_process(self.process)
 
 
 def client_ports(port: int) -> set[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -39,3 +40,16 @@ def no_tls_to_database() -> None:
         original(self, *args, **kwargs)
 
     pymysql.connections.Connection.__init__ = init
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop a process the bench started: SIGTERM, SIGKILL if it lingers past `timeout`, then close its pipes."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()

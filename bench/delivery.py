@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import CHROMIUM, CHROMIUM_ARGS, machine_line  # noqa: E402
+from common import CHROMIUM, CHROMIUM_ARGS, machine_line, stop_process  # noqa: E402
 from generation import StandIn, Store, add_subscriber  # noqa: E402
 
 from services import sessions  # noqa: E402
@@ -120,12 +120,7 @@ class AppProcess:
 
     def stop(self) -> None:
         """Stop the app's process."""
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self.log.close()
 
 
@@ -273,9 +268,7 @@ def run_scenario(browser, directory: Path, *, subscribers: int, items: int, late
         for context in contexts:
             context.close()
         if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
-            worker.stderr.close()
+            stop_process(worker, timeout=30)
         if app is not None:
             app.stop()
         stand_in.stop()

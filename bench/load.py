@@ -61,7 +61,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine_line, no_tls_to_database  # noqa: E402
+from common import machine_line, no_tls_to_database, stop_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -196,13 +196,7 @@ class Server:
 
     def stop(self) -> None:
         """Stop the server process."""
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process.stdout.close()
+        stop_process(self.process)
 
 
 def cpu_seconds(pid: int | None) -> float:

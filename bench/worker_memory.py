@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import machine_line  # noqa: E402
+from common import machine_line, stop_process  # noqa: E402
 
 from bench.generation import Store  # noqa: E402
 from services import batches, catalog, credits, db  # noqa: E402
@@ -99,9 +99,7 @@ class StandIn:
 
     def stop(self) -> None:
         """Stop the stand-in's process."""
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.process.stdout.close()
+        stop_process(self.process)
 
 
 def queue_items(conn: db.Connection, models: catalog.Catalog, items: int) -> int:
@@ -167,8 +165,7 @@ def run_once(directory: Path, items: int, latency: float, every: float, warm: in
                 time.sleep(every)
             done = conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE status = 'done'")
         finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+            stop_process(worker, timeout=30)
         conn.close()
     finally:
         stand_in.stop()
