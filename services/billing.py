@@ -242,10 +242,17 @@ def _apply_subscription(conn: db.Connection, fields: dict, now: int) -> int | No
 
 
 def _invoice_period_start(invoice) -> int:
-    """When the period an invoice pays for starts (its lines' service period), else when it was created."""
-    lines = (invoice.get("lines") or {}).get("data") or []
-    starts = [int((line.get("period") or {}).get("start") or 0) for line in lines]
-    return max(starts + [0]) or int(invoice.get("created") or 0)
+    """When the period an invoice pays for starts (its lines' service period), else when it was created (0 if
+    neither is a number: a payload of another shape never raises here)."""
+
+    def number(value) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    lines = invoice.get("lines")
+    data = lines.get("data") if isinstance(lines, dict) else None
+    starts = [number(line["period"].get("start")) for line in data or []
+              if isinstance(line, dict) and isinstance(line.get("period"), dict)] if isinstance(data, list) else []
+    return max(starts + [0]) or number(invoice.get("created"))
 
 
 def _grant_for_invoice(conn: db.Connection, settings: Settings, user_id: int, invoice) -> bool:

@@ -284,3 +284,13 @@ def test_setup_stripe_finds_or_creates_the_price_once(fake_stripe, db_url, tmp_p
     price = fake_stripe.prices[outputs[0]]
     assert price["unit_amount"] == 500 and price["currency"] == "usd" and price["recurring"]["interval"] == "month"
     assert fake_stripe.api_key not in result.stdout + result.stderr
+
+
+def test_an_invoices_period_start_comes_from_its_lines_and_odd_shapes_never_raise():
+    lines = {"data": [{"period": {"start": 1764460800, "end": 1767139200}}, {"period": {"start": 1764460000}}]}
+    assert billing._invoice_period_start({"lines": lines, "created": 1764460900}) == 1764460800
+    assert billing._invoice_period_start({"created": 1764460900}) == 1764460900
+    for odd in ({"lines": "x", "created": "y"}, {"lines": {"data": "x"}},
+                {"lines": {"data": [None, 3, {"period": []}]}},
+                {"lines": {"data": [{"period": {"start": "soon"}}]}, "created": True}, {"lines": None}):
+        assert billing._invoice_period_start(odd) == 0, odd
