@@ -17,7 +17,7 @@ import bottle  # noqa: E402
 from routes import api, auth, billing, errors, pages, static, studio, web  # noqa: E402
 from services import billing as billing_service  # noqa: E402
 from services import catalog as model_catalog  # noqa: E402
-from services import db, i18n, logs, oauth, worker  # noqa: E402
+from services import db, i18n, logs, oauth, stripe_setup, worker  # noqa: E402
 from services.config import ConfigError, Settings, load_settings  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     database = app.database
     if args.demo:
         db.initdb(database)
-        # The Stripe stand-in starts empty: create the plan's product and price in it.
-        app.billing["price_id"] = billing_service.setup_price(billing_service.make_client(settings), settings)
+        # The Stripe stand-in starts empty: create the plan's product and price, and the portal's configuration.
+        client = billing_service.make_client(settings)
+        app.billing["price_id"] = billing_service.setup_price(client, settings)
+        app.billing["portal_configuration"] = stripe_setup.setup_portal(client, settings)
     if settings.worker_launch == "thread":
         worker.start_thread(settings, database, app.catalog)
     print(f"images-in-bulk {'demo ' if args.demo else ''}running at {settings.public_base_url}/ "

@@ -53,20 +53,31 @@ def cmd_cleanup(settings) -> int:
     return 0
 
 
-def cmd_setup_stripe(settings) -> int:
-    """Find or create the plan's product and monthly price in Stripe; print the price id."""
+def cmd_setup_stripe(settings, check: bool = False, replace_webhook: bool = False) -> int:
+    """Set up the plan's price, the webhook endpoint and the Customer Portal in Stripe, or (--check) report drift."""
     if not settings.billing_enabled:
         print("setup-stripe: set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET first", file=sys.stderr)
         return 2
-    from services import billing
+    from services import billing, stripe_setup
 
+    name = "setup-stripe --check" if check else "setup-stripe"
     try:
-        price = billing.setup_price(billing.make_client(settings), settings)
+        report = stripe_setup.run(billing.make_client(settings), settings, check=check,
+                                  replace_webhook=replace_webhook)
     except billing.StripeUnavailable as exc:
-        print(f"setup-stripe: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 3
-    print(f"setup-stripe: the plan's price is {price} (lookup key {settings.stripe_price_lookup_key}, "
-          f"USD {settings.plan_price_usd} per month); the app finds it by its lookup key, or set STRIPE_PRICE_ID")
+    for line in report.lines:
+        print(f"{name}: {line}")
+    if report.secret:
+        print(f"{name}: the new endpoint's signing secret, shown this once: put it in the private settings file as\n"
+              f"    STRIPE_WEBHOOK_SECRET={report.secret}\n"
+              f"  and restart the app (until then Stripe's deliveries are refused and retried, so none is lost)")
+    if check:
+        print(f"{name}: " + ("drift found: run `python cli.py setup-stripe` to fix it" if report.drift
+                             else "everything matches"))
+        return 1 if report.drift else 0
+    print(f"{name}: " + ("done" if report.changed else "nothing to change: everything was already set up"))
     return 0
 
 
@@ -112,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true", help="act on the local demo's database")
     parser.add_argument("--max-seconds", type=float, default=None, help="worker: stop taking items after this long")
     parser.add_argument("--once", action="store_true", help="worker: do one item and stop")
+    parser.add_argument("--check", action="store_true", help="setup-stripe: only report what differs (exit 1)")
+    parser.add_argument("--replace-webhook", action="store_true",
+                        help="setup-stripe: replace a webhook endpoint of another API version with a new one")
     args = parser.parse_args(argv)
     try:
         settings = load_settings({"APP_MODE": "demo"} if args.demo else None)
@@ -119,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             logs.setup(settings, args.command)
         if args.command == "worker":
             return cmd_worker(settings, args.max_seconds, args.once)
+        if args.command == "setup-stripe":
+            return cmd_setup_stripe(settings, args.check, args.replace_webhook)
         return COMMANDS[args.command](settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)

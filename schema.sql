@@ -1,5 +1,5 @@
 -- images-in-bulk: the MariaDB schema (the production truth). Run it with `python cli.py initdb`.
--- schema-version: 4
+-- schema-version: 5
 --
 -- Its SQLite twin is schema.sqlite.sql; tests/test_schema.py keeps the two in step.
 -- Times are Unix seconds. Changes after version 1 come as numbered files in migrations/.
@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS users (
   created_at BIGINT NOT NULL,
   last_login_at BIGINT NOT NULL,
   stripe_customer_id VARCHAR(255) NULL,
+  billing_hold VARCHAR(32) NULL,
   UNIQUE KEY uq_users_stripe_customer (stripe_customer_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
@@ -120,6 +121,20 @@ CREATE TABLE IF NOT EXISTS stripe_events (
   type VARCHAR(100) NOT NULL,
   received_at BIGINT NOT NULL,
   KEY ix_stripe_events_received (received_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Disputes (chargebacks) of a subscriber's payments: while one is open, or after one was lost,
+-- users.billing_hold stops new batches.
+CREATE TABLE IF NOT EXISTS stripe_disputes (
+  id VARCHAR(255) NOT NULL PRIMARY KEY,
+  user_id BIGINT NOT NULL,
+  charge_id VARCHAR(255) NOT NULL,
+  invoice_id VARCHAR(255) NOT NULL DEFAULT '',
+  status VARCHAR(32) NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  KEY ix_stripe_disputes_user (user_id),
+  CONSTRAINT fk_stripe_disputes_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 -- The queue: batches and their items, and the worker's shared state (scheduler lock, pace, pauses).

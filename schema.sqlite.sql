@@ -1,5 +1,5 @@
 -- images-in-bulk: the SQLite twin of schema.sql (the embedded default and the local demo).
--- schema-version: 4
+-- schema-version: 5
 --
 -- Keep it in step with schema.sql: same tables, columns, nullability and unique keys
 -- (tests/test_schema.py compares them). Times are Unix seconds.
@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS users (
   email TEXT NOT NULL DEFAULT '',
   created_at INTEGER NOT NULL,
   last_login_at INTEGER NOT NULL,
-  stripe_customer_id TEXT NULL UNIQUE
+  stripe_customer_id TEXT NULL UNIQUE,
+  billing_hold TEXT NULL
 );
 
 CREATE TABLE IF NOT EXISTS identities (
@@ -108,6 +109,17 @@ CREATE TABLE IF NOT EXISTS stripe_events (
   received_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ix_stripe_events_received ON stripe_events (received_at);
+
+CREATE TABLE IF NOT EXISTS stripe_disputes (
+  id TEXT NOT NULL PRIMARY KEY,
+  user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  charge_id TEXT NOT NULL,
+  invoice_id TEXT NOT NULL DEFAULT '',
+  status TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_stripe_disputes_user ON stripe_disputes (user_id);
 
 -- The queue: batches and their items, and the worker's shared state (scheduler lock, pace, pauses).
 CREATE TABLE IF NOT EXISTS batches (

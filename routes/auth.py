@@ -15,6 +15,19 @@ log = logging.getLogger(__name__)
 
 _ = web._
 
+# What each kind of credits ledger line is called on the account page.
+LEDGER_REASONS = {
+    "grant": _("Monthly credits"),
+    "expire": _("Unused credits expired"),
+    "reserve": _("Image"),
+    "refund": _("Refund for an image that failed"),
+    "payment_refunded": _("Payment refunded: the period's credits were withdrawn"),
+    "dispute_opened": _("Payment disputed: new images are on hold"),
+    "dispute_won": _("Dispute settled in our favour: images are back on"),
+    "dispute_lost": _("Dispute lost: the period's credits were withdrawn"),
+    "dispute_closed": _("Dispute closed"),
+}
+
 # What a visitor reads when a sign-in stops: (HTTP status, title, explanation).
 SIGN_IN_ERRORS = {
     "cancelled": (400, _("Sign-in cancelled"),
@@ -120,4 +133,5 @@ def register(app: web.App) -> None:
                           linkable=[p for p in app.settings.providers if p.name not in linked_names],
                           subscription=subscription, balance=credits.balance(web.conn(), user["id"]),
                           ledger=credits.recent(web.conn(), user["id"], since, limit=10),
+                          ledger_reasons={reason: web.translate(text) for reason, text in LEDGER_REASONS.items()},
                           welcome=bottle.request.query.get("welcome") == "1")

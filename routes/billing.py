@@ -7,7 +7,7 @@ import logging
 import bottle
 
 from routes import web
-from services import billing
+from services import billing, stripe_setup
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,17 @@ def register(app: web.App) -> None:
             raise billing.StripeUnavailable("the plan's price is not set up")
         return app.billing["price_id"]
 
+    def portal_configuration():
+        """The app's portal configuration (found once, then remembered), or None for the account's default."""
+        if not app.billing["portal_configuration"]:
+            try:
+                app.billing["portal_configuration"] = stripe_setup.find_portal_configuration(stripe_client())
+            except billing.StripeUnavailable:
+                return None
+            if not app.billing["portal_configuration"]:
+                log.warning("no Customer Portal configuration of the app: run `python cli.py setup-stripe`")
+        return app.billing["portal_configuration"]
+
     def signed_in_user(next_path):
         user = web.current_user()
         if user is None:
@@ -71,7 +82,7 @@ def register(app: web.App) -> None:
             url = billing.start_checkout(web.conn(), client, app.settings, user, price_id(), web.lang(), web.now())
         except billing.AlreadySubscribed:
             try:
-                url = billing.portal_url(web.conn(), client, app.settings, user["id"])
+                url = billing.portal_url(web.conn(), client, app.settings, user["id"], portal_configuration())
             except billing.BillingError as exc:
                 return billing_error(exc)
         except billing.BillingError as exc:
@@ -88,7 +99,7 @@ def register(app: web.App) -> None:
                                           web.now())
         except billing.BillingError as exc:
             log.warning("checkout sync for user %s failed: %s", user["id"], exc)
-            state = billing.access(billing.current_subscription(web.conn(), user["id"]), web.now())
+            state = billing.user_access(web.conn(), user["id"], web.now())
         if state.can_generate:
             web.redirect("/account?welcome=1")
         return web.render("billing/activating.html", session_id=session_id)
@@ -98,7 +109,7 @@ def register(app: web.App) -> None:
         """A fresh Customer Portal session for each click."""
         user = signed_in_user("/account")
         try:
-            url = billing.portal_url(web.conn(), stripe_client(), app.settings, user["id"])
+            url = billing.portal_url(web.conn(), stripe_client(), app.settings, user["id"], portal_configuration())
         except billing.BillingError as exc:
             return billing_error(exc)
         bottle.redirect(url, 303)
@@ -114,6 +125,9 @@ def register(app: web.App) -> None:
         except billing.BadSignature as exc:
             log.warning("%s", exc)
             return web.json_error(400, "bad_signature", "The signature does not verify.")
+        except billing.MalformedEvent as exc:
+            log.warning("webhook refused: %s", exc)
+            return web.json_error(400, "malformed_event", "The event is missing fields it needs.")
         except billing.StripeUnavailable:
             return web.json_error(503, "unavailable", "Stripe could not be read; retry later.")
         except (KeyError, TypeError, AttributeError, ValueError) as exc:

@@ -30,6 +30,8 @@ PAUSES = {
     "no_credits": _("Paused: your credits ran out. The remaining images wait, and nothing is charged for them. "
                     "Resume when your credits are renewed, or cancel them."),
     "stopped": _("Stopped: the remaining images wait, and nothing is charged for them until you resume."),
+    "billing_hold": _("On hold: a payment of yours is disputed. The remaining images wait, and nothing is charged "
+                      "for them; resume once the dispute is settled."),
 }
 
 FIELDS = ("prompts", "names", "style", "model", "quality", "format", "ratio")

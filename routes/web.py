@@ -66,7 +66,7 @@ class App(bottle.Bottle):
         self.templates = make_templates(translations)
         # Made on first use when billing is configured: the StripeClient and the plan's price id.
         # (A dict: Bottle refuses to let an app attribute be assigned twice.)
-        self.billing = {"client": None, "price_id": settings.stripe_price_id or None}
+        self.billing = {"client": None, "price_id": settings.stripe_price_id or None, "portal_configuration": None}
         self._static_versions: dict[str, str] = {}
         # Public pages as a visitor without a session sees them, by (template, language, path): see render_public().
         self.public_pages: dict[tuple[str, str, str], str] = {}
@@ -251,7 +251,8 @@ def subscription() -> dict | None:
 
 def plan() -> billing.Access | None:
     """What the signed-in user's plan allows now, or None for a visitor who is not signed in."""
-    return billing.access(subscription(), now()) if current_user() else None
+    user = current_user()
+    return billing.access(subscription(), now(), hold=user.get("billing_hold")) if user else None
 
 
 def csrf_token() -> str:

@@ -85,8 +85,9 @@ def refund(conn: db.Connection, user_id: int, amount: int, reference: str, now: 
 def grant_period(conn: db.Connection, user_id: int, credits: int, reference: str, now: int) -> bool:
     """Start a billing period (reference: its invoice, `now` its time): what was left expires, `credits` are granted.
 
-    Once per invoice, and never for an invoice older than the latest one granted: a late or retried webhook for
-    last month's invoice must not reset this month's balance.
+    Once per invoice, once per period (a second invoice for a period already granted grants nothing), and never
+    for an invoice older than the latest one granted: a late or retried webhook for last month's invoice must not
+    reset this month's balance.
     """
     db.credit_balance_ensure(conn, user_id, now)
 
@@ -94,7 +95,7 @@ def grant_period(conn: db.Connection, user_id: int, credits: int, reference: str
         with conn.transaction():
             left = db.credit_balance_lock(conn, user_id) or 0
             latest = db.credit_latest_grant_at(conn, user_id)
-            if latest is not None and latest > now:
+            if latest is not None and latest >= now:
                 return False
             if not db.credit_ledger_insert(conn, user_id, credits, "grant", reference, now):
                 return False
@@ -102,6 +103,30 @@ def grant_period(conn: db.Connection, user_id: int, credits: int, reference: str
                 db.credit_ledger_insert(conn, user_id, -left, "expire", reference, now)
             db.credit_balance_set(conn, user_id, credits, now)
             return True
+
+    return _retrying(attempt, conn)
+
+
+def billing_line(conn: db.Connection, user_id: int, reason: str, reference: str, now: int,
+                 withdraw_invoice: str | None = None) -> int | None:
+    """Write one ledger line for a billing event (a refund, a dispute opened, won or lost), once per reference.
+
+    With `withdraw_invoice`, what is left of that invoice's period is withdrawn, but only while it is the current
+    period (the latest grant is that invoice's); otherwise, and without it, the line changes nothing (delta 0).
+    Returns the delta written, or None when this (reason, reference) was recorded already.
+    """
+    db.credit_balance_ensure(conn, user_id, now)
+
+    def attempt():
+        with conn.transaction():
+            left = db.credit_balance_lock(conn, user_id) or 0
+            latest = db.credit_latest_grant(conn, user_id) if withdraw_invoice else None
+            delta = -left if latest is not None and latest["reference"] == withdraw_invoice else 0
+            if not db.credit_ledger_insert(conn, user_id, delta, reason, reference, now):
+                return None
+            if delta:
+                db.credit_balance_set(conn, user_id, left + delta, now)
+            return delta
 
     return _retrying(attempt, conn)
 

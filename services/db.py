@@ -360,7 +360,7 @@ def user_insert(conn: Connection, display_name: str, email: str, now: int) -> in
 
 def user_get(conn: Connection, user_id: int) -> dict | None:
     """One user by id, or None."""
-    return conn.one("SELECT id, display_name, email, created_at, last_login_at FROM users WHERE id = ?",
+    return conn.one("SELECT id, display_name, email, created_at, last_login_at, billing_hold FROM users WHERE id = ?",
                     (user_id,))
 
 
@@ -549,6 +549,12 @@ def credit_latest_grant_at(conn: Connection, user_id: int) -> int | None:
     return None if value is None else int(value)
 
 
+def credit_latest_grant(conn: Connection, user_id: int) -> dict | None:
+    """The user's latest period grant (its invoice as reference, its period start as time), or None."""
+    return conn.one("SELECT id, delta, reference, created_at FROM credit_ledger WHERE user_id = ? AND reason = 'grant' "
+                    "ORDER BY created_at DESC, id DESC LIMIT 1", (user_id,))
+
+
 def credit_ledger_recent(conn: Connection, user_id: int, since: int, limit: int) -> list[dict]:
     """A user's ledger lines since a time, newest first."""
     return conn.all("SELECT id, delta, reason, reference, created_at FROM credit_ledger "
@@ -614,6 +620,34 @@ def subscription_upsert(conn: Connection, user_id: int, fields: dict, now: int) 
         "INSERT INTO subscriptions (user_id, stripe_subscription_id, stripe_customer_id, status, price_id, "
         "current_period_start, current_period_end, cancel_at_period_end, cancel_at, ended_at, updated_at, "
         f"created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {tail}", (user_id, fields["id"], *values, now))
+
+
+def user_set_billing_hold(conn: Connection, user_id: int, hold: str | None) -> None:
+    """Set (a reason such as 'dispute') or clear (None) the hold that stops a user's new batches."""
+    conn.execute("UPDATE users SET billing_hold = ? WHERE id = ?", (hold, user_id))
+
+
+def dispute_upsert(conn: Connection, dispute: dict, now: int) -> None:
+    """Store a dispute as Stripe describes it now (id, user_id, charge_id, invoice_id, status), in one statement."""
+    if conn.engine == "mysql":
+        tail = "ON DUPLICATE KEY UPDATE status = VALUES(status), updated_at = VALUES(updated_at)"
+    else:
+        tail = "ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at"
+    conn.execute("INSERT INTO stripe_disputes (id, user_id, charge_id, invoice_id, status, created_at, updated_at) "
+                 f"VALUES (?, ?, ?, ?, ?, ?, ?) {tail}", (dispute["id"], dispute["user_id"], dispute["charge_id"],
+                                                          dispute["invoice_id"], dispute["status"], now, now))
+
+
+def dispute_lost_for_invoice(conn: Connection, invoice_id: str) -> bool:
+    """True when a dispute of this invoice's payment was lost."""
+    return conn.one("SELECT id FROM stripe_disputes WHERE invoice_id = ? AND status = 'lost' LIMIT 1",
+                    (invoice_id,)) is not None
+
+
+def disputes_of(conn: Connection, user_id: int) -> list[dict]:
+    """A user's disputes, newest first."""
+    return conn.all("SELECT id, charge_id, invoice_id, status, created_at, updated_at FROM stripe_disputes "
+                    "WHERE user_id = ? ORDER BY created_at DESC, id DESC", (user_id,))
 
 
 def stripe_event_seen(conn: Connection, event_id: str) -> bool:
@@ -690,6 +724,12 @@ def batch_set_status(conn: Connection, batch_id: int, status: str, reason: str |
     """Set a batch's status (active, paused, done, cancelled) and why it is paused."""
     conn.execute("UPDATE batches SET status = ?, pause_reason = ?, updated_at = ? WHERE id = ?",
                  (status, reason, now, batch_id))
+
+
+def batches_pause_active(conn: Connection, user_id: int, reason: str, now: int) -> int:
+    """Pause every active batch of a user (the worker takes nothing from a paused batch); return how many."""
+    return conn.execute("UPDATE batches SET status = 'paused', pause_reason = ?, updated_at = ? "
+                        "WHERE user_id = ? AND status = 'active'", (reason, now, user_id))
 
 
 def batch_finish_if_idle(conn: Connection, batch_id: int, now: int) -> None:

@@ -260,6 +260,16 @@ def shop(serve, idp, fake_stripe):
     return base_url, app
 
 
+@pytest.fixture
+def shopper(shop):
+    """A visitor of the shop signed in with Google (Ana García), not yet subscribed."""
+    from tests.visitors import Visitor
+
+    person = Visitor(shop[1])
+    assert person.sign_in("google", "g-1001").status_code == 303
+    return person
+
+
 # --- the OpenAI stand-in and subscribers ---------------------------------------------------------
 
 @pytest.fixture

@@ -5,15 +5,12 @@ in-process client on the same app and database.
 """
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
 
 from services import billing, credits, db
-from tests.conftest import ROOT
 from tests.visitors import Visitor, english
 
 
@@ -95,7 +92,8 @@ def test_a_webhook_replayed_five_times_applies_once(visitor, fake_stripe, conn):
     statuses = [status for _event, status in fake_stripe.sent_events]
     assert statuses and all(status == 200 for status in statuses)
     assert len(statuses) == 5 * len({event["id"] for event, _ in fake_stripe.sent_events})
-    assert conn.scalar("SELECT COUNT(*) AS n FROM stripe_events") == len(fake_stripe.events)
+    handled = [event for event in fake_stripe.events if event["type"] in billing.HANDLED_EVENTS]
+    assert conn.scalar("SELECT COUNT(*) AS n FROM stripe_events") == len(handled) == 3
     assert conn.scalar("SELECT COUNT(*) AS n FROM credit_ledger") == 1
     assert credits.balance(conn, user_id_of(conn)) == 300
 
@@ -209,16 +207,6 @@ def test_cancel_keeps_access_until_the_period_ends_then_ends_it(visitor, fake_st
     assert "Subscribe again" in visitor.client.get("/account").text
 
 
-def test_unknown_event_types_are_acknowledged_and_ignored(shop, fake_stripe, conn):
-    payload = json.dumps({"id": "evt_unknown_1", "object": "event", "type": "charge.refunded", "created": 1,
-                          "api_version": "2026-10-28.endive", "livemode": False, "pending_webhooks": 1,
-                          "request": {"id": None, "idempotency_key": None},
-                          "data": {"object": {"id": "ch_1", "object": "charge"}}}).encode()
-    response = webhook(shop, fake_stripe, payload, fake_stripe.sign(payload))
-    assert response.status_code == 200 and response.json()["outcome"] == "ignored"
-    assert conn.scalar("SELECT COUNT(*) AS n FROM subscriptions") == 0
-
-
 def test_a_subscriber_is_sent_to_the_portal_instead_of_a_second_checkout(visitor, fake_stripe):
     subscribe(visitor, fake_stripe)
     location = checkout(visitor)
@@ -266,24 +254,6 @@ def test_the_pricing_page_offers_the_right_action(shop, visitor, fake_stripe):
     subscribe(visitor, fake_stripe)
     assert 'action="/billing/portal"' in visitor.client.get("/pricing").text
     assert "Payment cancelled" in visitor.client.get("/pricing?checkout=cancelled").text
-
-
-def test_setup_stripe_finds_or_creates_the_price_once(fake_stripe, db_url, tmp_path):
-    from tools.demo import stripe_settings
-
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("STRIPE_", "APP_MODE"))}
-    env.update({"APP_MODE": "test", "DATABASE_URL": db_url, **stripe_settings(fake_stripe)})
-    outputs = []
-    for _ in range(2):
-        result = subprocess.run([sys.executable, "cli.py", "setup-stripe"], cwd=ROOT, env=env, capture_output=True,
-                                text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-        outputs.append(result.stdout.split()[5])
-    assert outputs[0] == outputs[1] and outputs[0].startswith("price_")
-    assert len(fake_stripe.prices) == 1 and len(fake_stripe.products) == 1
-    price = fake_stripe.prices[outputs[0]]
-    assert price["unit_amount"] == 500 and price["currency"] == "usd" and price["recurring"]["interval"] == "month"
-    assert fake_stripe.api_key not in result.stdout + result.stderr
 
 
 def test_an_invoices_period_start_comes_from_its_lines_and_odd_shapes_never_raise():
