@@ -228,8 +228,11 @@ def _check_database_url(value: str) -> str | None:
 
 
 def load_settings(overrides: dict | None = None, environ: dict | None = None,
-                  env_file: Path | None = None) -> Settings:
-    """Build the settings from defaults, the .env file, the environment and overrides; raise ConfigError."""
+                  env_file: Path | None = None, allow_missing: tuple[str, ...] = ()) -> Settings:
+    """Build the settings from defaults, the .env file, the environment and overrides; raise ConfigError.
+
+    `allow_missing` names required settings a command can do without (setup-stripe makes the webhook secret).
+    """
     source: dict[str, str] = {}
     source.update(read_env_file(env_file if env_file is not None else APP_ROOT / ".env"))
     env = os.environ if environ is None else environ
@@ -253,7 +256,7 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
         raw = raw if kind == "separator" else raw.strip()
         if not raw:
             if default is None:
-                if not relaxed:
+                if not relaxed and name not in allow_missing:
                     hint = _SECRET_HINT if kind == "secret" else ""
                     problems.append(f"{name} is missing; set it in the environment or the private settings file{hint}")
                 values[name] = None
