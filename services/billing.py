@@ -134,11 +134,20 @@ def setup_price(client: stripe.StripeClient, settings: Settings) -> str:
     except stripe.StripeError as exc:
         raise StripeUnavailable(f"Stripe product lookup failed: {type(exc).__name__}") from None
     amount = settings.plan_price_usd * 100
+    # A price archived in the Dashboard keeps its lookup key: bring it back if it is still the plan's price.
+    archived = _call("price lookup", lambda: client.v1.prices.list(
+        params={"lookup_keys": [settings.stripe_price_lookup_key], "active": False, "limit": 1}))["data"]
+    if archived and archived[0].get("unit_amount") == amount and archived[0].get("currency") == "usd" \
+            and (archived[0].get("recurring") or {}).get("interval") == "month":
+        return _call("price reactivation", lambda: client.v1.prices.update(
+            archived[0]["id"], params={"active": True}))["id"]
+    # A new amount: the new price takes the lookup key over (the idempotency key names the amount, so a retry
+    # of this run finds the same price).
     price = _call("price creation", lambda: client.v1.prices.create(
         params={"product": product["id"], "unit_amount": amount, "currency": "usd",
                 "recurring": {"interval": "month"}, "lookup_key": settings.stripe_price_lookup_key,
-                "nickname": "Bulk monthly"},
-        options={"idempotency_key": f"iib-price-{settings.stripe_price_lookup_key}-{amount}"}))
+                "transfer_lookup_key": True, "nickname": "Bulk monthly"},
+        options={"idempotency_key": f"iib-price-{settings.stripe_price_lookup_key}-{amount}-{len(archived)}"}))
     return price["id"]
 
 

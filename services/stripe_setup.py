@@ -81,7 +81,7 @@ def _price(client: stripe.StripeClient, settings: Settings, report: Report, chec
                   f"price created with lookup key {settings.stripe_price_lookup_key}"):
         price = billing.setup_price(client, settings)
         report.lines[-1] = f"price {price} (lookup key {settings.stripe_price_lookup_key}, " \
-                           f"USD {settings.plan_price_usd} per month): created"
+                           f"USD {settings.plan_price_usd} per month): created or reactivated"
 
 
 # --- the webhook endpoint ----------------------------------------------------------------------

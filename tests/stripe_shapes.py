@@ -42,6 +42,7 @@ CLASSES = {
     "invoice": ("_invoice", "Invoice"),
     "line_item": ("_invoice_line_item", "InvoiceLineItem"),
     "charge": ("_charge", "Charge"),
+    "payment_intent": ("_payment_intent", "PaymentIntent"),
     "refund": ("_refund", "Refund"),
     "dispute": ("_dispute", "Dispute"),
     "customer": ("_customer", "Customer"),
@@ -142,7 +143,7 @@ def render(obj, version: str):
     if not isinstance(obj, dict):
         return copy.deepcopy(obj)
     kind = obj.get("object")
-    if kind not in CLASSES:
+    if not isinstance(kind, str) or kind not in CLASSES:
         return {key: render(value, version) for key, value in obj.items()}
     moved = MOVED.get(kind, {})
     out = {}
