@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import pwd
+import re
 import secrets
 import time
 from html.parser import HTMLParser
@@ -93,8 +94,7 @@ def site(deploy_machine, deploy_database, stand_ins):
         deployment.prepare(DECOYS)
         prepared = time.monotonic()
         register_clients(idp, deployment.base_url)
-        stripe.webhook_url = f"{deployment.base_url}/stripe/webhook"
-        deployment.write_settings({
+        settings = {
             "APP_MODE": "test",  # allows http and the stand-ins; everything else as in production
             "PUBLIC_BASE_URL": deployment.base_url,
             "DATABASE_URL": deploy_database,
@@ -102,10 +102,17 @@ def site(deploy_machine, deploy_database, stand_ins):
             "SERVE_STATIC": "false",  # as in production: only Apache serves public/
             "WORKER_LAUNCH": "none",  # the test runs the worker, by cron's command line
             "LOG_LEVEL": "INFO",
-            **idp_settings(idp), **stripe_settings(stripe), **openai_settings(openai)})
-        for command in (["initdb"], ["setup-stripe"]):  # as the operator does before the site opens
+            **idp_settings(idp), **openai_settings(openai),
+            **{k: v for k, v in stripe_settings(stripe).items() if k != "STRIPE_WEBHOOK_SECRET"}}
+        deployment.write_settings(settings)
+        # As the operator does before the site opens: the schema, then Stripe (which makes the webhook endpoint
+        # at this site's URL and prints its signing secret once), then the secret into the settings file.
+        for command in (["initdb"], ["setup-stripe"]):
             result = deployment.cli(*command)
             assert result.returncode == 0, f"cli.py {' '.join(command)}:\n{result.stdout}{result.stderr}"
+        secret = re.search(r"STRIPE_WEBHOOK_SECRET=(whsec_\S+)", result.stdout)
+        assert secret, result.stdout
+        deployment.write_settings({**settings, "STRIPE_WEBHOOK_SECRET": secret.group(1)})
         deployment.start()
         answer = requests.get(deployment.base_url + "/healthz", timeout=HTTP_TIMEOUT)  # Passenger starts the app
         assert answer.status_code == 200, f"{answer.status_code} {answer.text}\n{deployment.diagnostics()}"
