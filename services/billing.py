@@ -409,7 +409,8 @@ def parse_event(client: stripe.StripeClient, settings: Settings, payload: bytes,
     try:
         kind, event_id, object_id = event["type"], event["id"], event["data"]["object"]["id"]
         version = event.get("api_version")
-        if not all(isinstance(value, str) and value for value in (kind, event_id, object_id)) \
+        # Ids fit the columns they go in (VARCHAR(255)): a longer one is not Stripe's, and must not become a 500.
+        if not all(isinstance(value, str) and 0 < len(value) <= 255 for value in (kind, event_id, object_id)) \
                 or not (version is None or isinstance(version, str)):
             raise TypeError
     except (KeyError, TypeError, AttributeError):

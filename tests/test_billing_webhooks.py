@@ -67,10 +67,12 @@ def test_a_signature_from_the_future_is_refused_like_a_stale_one(shop, fake_stri
 
 
 def test_a_signed_body_without_an_object_id_is_refused_with_nothing_kept(shop, fake_stripe, conn):
-    for data in ({}, {"object": {}}, {"object": {"id": 7}}, {"object": "sub_1"}):
+    for data in ({}, {"object": {}}, {"object": {"id": 7}}, {"object": "sub_1"}, {"object": {"id": "in_" + "x" * 300}}):
         sent = dict(event("invoice.paid", "in_1"), data=data)
         response = post_event(shop, fake_stripe, sent)
         assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_event", data
+    too_long = event("invoice.paid", "in_1", event_id="evt_" + "x" * 300)
+    assert post_event(shop, fake_stripe, too_long).json()["error"]["code"] == "malformed_event"
     assert conn.scalar("SELECT COUNT(*) AS n FROM stripe_events") == 0
 
 
