@@ -7,7 +7,7 @@ import logging
 import bottle
 
 from routes import web
-from services import auth, credits, sessions
+from services import auth, credits, oauth, sessions
 from services.oauth import SignInError
 from services.security import safe_next
 
@@ -103,6 +103,8 @@ def register(app: web.App) -> None:
         session = web.session()
         params = {key: bottle.request.query.get(key) for key in ("state", "code", "error")}
         try:
+            # RFC 9207: a response naming another issuer (a mix-up) is refused before the code goes anywhere.
+            oauth.check_response_issuer(provider, bottle.request.query.getall("iss"))
             user_id, next_path = auth.finish(web.conn(), app.settings, provider, session, params, web.now())
         except SignInError as exc:
             return sign_in_error(exc, provider.label)

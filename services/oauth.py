@@ -3,7 +3,9 @@
 Authorization code flow with PKCE (S256), a one-time state and a nonce, through
 requests-oauthlib. The ID token comes straight from the token endpoint over TLS, so its
 claims are read without checking its signature (OpenID Connect Core 3.1.3.7, point 6), but
-every claim that matters is checked: iss exactly, aud, azp, exp, iat and the nonce.
+every claim that matters is checked: iss exactly, aud, azp, exp, iat and the nonce. An `iss`
+in the authorization response must be the provider's (RFC 9207), and a userinfo answer is
+used only when its `sub` is the ID token's (OpenID Connect Core 5.3.2).
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ class ProviderRefused(SignInError):
 
 class InvalidIdToken(SignInError):
     """The ID token is malformed or one of its claims is wrong."""
+
+    code = "invalid_token"
+
+
+class InvalidResponse(SignInError):
+    """The authorization response names another issuer, or userinfo does not carry the ID token's `sub`."""
 
     code = "invalid_token"
 
@@ -149,6 +157,32 @@ def _issuer_ok(provider: Provider, claims: dict) -> bool:
     return False
 
 
+def _response_issuer_ok(provider: Provider, issuer: str) -> bool:
+    """True when an authorization response's `iss` is one of the provider's issuers ({tenantid}: any one tenant)."""
+    for expected in provider.issuers:
+        if "{tenantid}" in expected:
+            # No `tid` travels with the authorization response: any single path segment stands for the tenant.
+            head, _, tail = expected.partition("{tenantid}")
+            tenant = issuer[len(head):len(issuer) - len(tail)]
+            if (issuer.startswith(head) and issuer.endswith(tail) and len(issuer) > len(head) + len(tail)
+                    and "/" not in tenant):
+                return True
+        elif issuer == expected:
+            return True
+    return False
+
+
+def check_response_issuer(provider: Provider, issuers: list[str]) -> None:
+    """Refuse an authorization response whose `iss` (RFC 9207) is not the provider's; no `iss` at all is fine."""
+    if not issuers:
+        return
+    if len(issuers) > 1:
+        raise InvalidResponse(f"the authorization response carries {len(issuers)} iss parameters")
+    if not _response_issuer_ok(provider, issuers[0]):
+        raise InvalidResponse(f"the authorization response's iss {issuers[0][:100]!r} is not {provider.label}'s "
+                              "issuer")
+
+
 def check_claims(provider: Provider, claims: dict, nonce: str, now: int) -> None:
     """Refuse an ID token whose iss, aud, azp, exp, iat, nonce or sub is not what this sign-in expects."""
     if not _issuer_ok(provider, claims):
@@ -157,8 +191,13 @@ def check_claims(provider: Provider, claims: dict, nonce: str, now: int) -> None
     audiences = audience if isinstance(audience, list) else [audience]
     if provider.client_id not in audiences:
         raise InvalidIdToken("aud is not our client id")
+    # OpenID Connect Core 3.1.3.7 step 3: no audience we do not trust, and we trust only our own client id.
+    if any(member != provider.client_id for member in audiences):
+        raise InvalidIdToken("aud lists an audience other than our client id")
     if len(audiences) > 1 and claims.get("azp") != provider.client_id:
         raise InvalidIdToken("several audiences and azp is not our client id")
+    if "azp" in claims and claims["azp"] != provider.client_id:  # 3.1.3.7 step 5: when present, it is us
+        raise InvalidIdToken("azp is not our client id")
     expires, issued = claims.get("exp"), claims.get("iat")
     if not isinstance(expires, int | float) or not isinstance(issued, int | float):
         raise InvalidIdToken("exp or iat is missing")
@@ -173,8 +212,8 @@ def check_claims(provider: Provider, claims: dict, nonce: str, now: int) -> None
         raise InvalidIdToken("sub is missing")
 
 
-def userinfo(provider: Provider, access_token: str) -> dict:
-    """The provider's userinfo for an access token (name and email when the ID token lacks them)."""
+def userinfo(provider: Provider, access_token: str, subject: str) -> dict:
+    """The provider's userinfo for an access token, refused unless its `sub` is exactly the ID token's."""
     try:
         response = requests.get(provider.userinfo_url, headers={"Authorization": f"Bearer {access_token}"},
                                 timeout=TIMEOUT)
@@ -189,7 +228,13 @@ def userinfo(provider: Provider, access_token: str) -> dict:
             data = response.json()
         except ValueError:
             raise ProviderUnavailable("userinfo answered something unreadable") from None
-    return data if isinstance(data, dict) else {}
+    # OpenID Connect Core 5.3.2: without the ID token's exact `sub`, none of the answer may be used.
+    found = data.get("sub") if isinstance(data, dict) else None
+    if not isinstance(found, str) or not found:
+        raise InvalidResponse("userinfo carries no sub")
+    if found != subject:
+        raise InvalidResponse("userinfo describes another account than the ID token")
+    return data
 
 
 def identify(provider: Provider, redirect_uri: str, code: str, verifier: str, nonce: str, now: int) -> Identity:
@@ -199,9 +244,7 @@ def identify(provider: Provider, redirect_uri: str, code: str, verifier: str, no
     check_claims(provider, claims, nonce, now)
     name, email = claims.get("name") or "", claims.get("email") or ""
     if (not name or not email) and token.get("access_token"):
-        extra = userinfo(provider, token["access_token"])
-        if extra.get("sub") not in (None, claims["sub"]):
-            raise InvalidIdToken("userinfo describes another account than the ID token")
+        extra = userinfo(provider, token["access_token"], claims["sub"])
         name = name or extra.get("name") or ""
         email = email or extra.get("email") or ""
     email = email or claims.get("preferred_username") or ""

@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from routes import web
-from services import db, sessions
+from services import db, oauth, sessions
+from services.config import Provider
 from tests.conftest import IDP_CLIENTS, BufferedClient, idp_settings, register_clients
 from tests.visitors import Visitor, assert_refused, english, signed_in_sessions
 
@@ -200,6 +201,132 @@ def test_refused_when_a_google_code_is_presented_at_the_microsoft_callback(visit
 def test_refused_when_the_audience_is_another_client(visitor, idp, conn):
     idp.tamper("google", aud="someone-elses-client")
     assert_refused(visitor.sign_in("google", "g-1001"), visitor, conn)
+
+
+@pytest.mark.parametrize("provider, account", [("google", "g-1001"), ("microsoft", "m-2001")])
+def test_refused_when_the_audience_lists_an_untrusted_client(visitor, idp, conn, provider, account):
+    # OIDC Core 3.1.3.7 step 3: an extra audience we do not trust refuses the token, even with azp ours.
+    client_id = IDP_CLIENTS[provider][0]
+    idp.tamper(provider, aud=[client_id, "someone-elses-client"], azp=client_id)
+    assert_refused(english(visitor).sign_in(provider, account), visitor, conn, text="could not be verified")
+    assert conn.scalar("SELECT COUNT(*) AS n FROM users") == 0
+
+
+@pytest.mark.parametrize("aud, azp, accepted", [
+    ("cid", None, True), (["cid"], None, True), (["cid"], "cid", True), (["cid", "cid"], "cid", True),
+    (["cid", "other"], "cid", False), (["other", "cid"], "cid", False), (["cid", "cid"], None, False),
+    ([], "cid", False), ("other", "cid", False), (None, "cid", False), ([["cid"]], "cid", False),
+    ("cid", "other", False), (["cid"], "other", False),
+])
+def test_the_audience_is_our_client_and_nobody_else(aud, azp, accepted):
+    provider = Provider(name="google", label="Google", client_id="cid", client_secret="s",
+                        issuers=("https://accounts.google.com",), authorize_url="https://a.example/authorize",
+                        token_url="https://a.example/token", userinfo_url="https://a.example/userinfo")
+    now = int(time.time())
+    claims = {"iss": "https://accounts.google.com", "aud": aud, "sub": "1", "nonce": "n", "iat": now, "exp": now + 60}
+    if azp is not None:
+        claims["azp"] = azp
+    if accepted:
+        oauth.check_claims(provider, claims, "n", now)
+    else:
+        with pytest.raises(oauth.InvalidIdToken):
+            oauth.check_claims(provider, claims, "n", now)
+
+
+@pytest.mark.parametrize("provider, account", [("google", "g-1002"), ("microsoft", "m-2002")])
+@pytest.mark.parametrize("sub", [None, "somebody-else"], ids=["no-sub", "another-sub"])
+def test_refused_when_userinfo_does_not_carry_the_id_tokens_subject(visitor, idp, conn, provider, account, sub):
+    # OIDC Core 5.3.2: a userinfo answer whose sub is missing or differs must not be used at all.
+    idp.omit_claims(provider, ["name", "email", "preferred_username"])
+    idp.tamper_userinfo(provider, sub=sub, name="Mallory", email="mallory@example.com")
+    assert_refused(english(visitor).sign_in(provider, account), visitor, conn, text="could not be verified")
+    assert conn.scalar("SELECT COUNT(*) AS n FROM users") == 0
+    assert conn.scalar("SELECT COUNT(*) AS n FROM identities") == 0
+
+
+def test_a_userinfo_without_subject_changes_no_existing_account(visitor, signin_app, idp, conn):
+    visitor.sign_in("google", "g-1002")
+    before = conn.one("SELECT id, display_name, email FROM users")
+    session = sessions.load(conn, signin_app.settings, visitor.cookie(), web.now())
+    visitor.client.post("/logout", data={"csrf_token": session.csrf_token})
+    idp.omit_claims("google", ["name", "email"])
+    idp.tamper_userinfo("google", sub=None, name="Mallory", email="mallory@example.com")
+    again = english(Visitor(signin_app))
+    assert_refused(again.sign_in("google", "g-1002"), again, conn, text="could not be verified")
+    assert conn.one("SELECT id, display_name, email FROM users") == before
+    assert conn.one("SELECT email, display_name FROM identities") == {"email": "ben@example.com",
+                                                                     "display_name": "Ben Carter"}
+
+
+@pytest.mark.parametrize("provider, account, iss", [
+    ("google", "g-1001", "https://evil.example"),
+    ("google", "g-1001", "accounts.google.com.evil.example"),
+    ("microsoft", "m-2001", "google"),  # a Google response arriving at the Microsoft callback (mix-up)
+])
+def test_refused_when_the_authorization_response_names_another_issuer(visitor, idp, conn, caplog, provider,
+                                                                       account, iss):
+    # RFC 9207: a present iss must be the provider's issuer, or the code is never exchanged.
+    idp.tamper_response(provider, iss=idp.issuer("google") if iss == "google" else iss)
+    returned = visitor.choose(visitor.start(provider), account)
+    with caplog.at_level(logging.INFO):
+        response = english(visitor).callback(returned)
+    assert_refused(response, visitor, conn, text="could not be verified")
+    assert idp._codes[returned[1]["code"]].used is False  # refused before the token endpoint
+    assert "stopped (invalid_token)" in caplog.text and returned[1]["code"] not in caplog.text
+    assert conn.scalar("SELECT COUNT(*) AS n FROM users") == 0
+
+
+@pytest.mark.parametrize("issuers, values, accepted", [
+    (("https://accounts.google.com", "accounts.google.com"), [], True),
+    (("https://accounts.google.com", "accounts.google.com"), ["https://accounts.google.com"], True),
+    (("https://accounts.google.com", "accounts.google.com"), ["https://accounts.google.com/"], False),
+    (("https://accounts.google.com", "accounts.google.com"), ["https://accounts.google.com"] * 2, False),
+    (("https://accounts.google.com", "accounts.google.com"), [""], False),
+    (("https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0",),
+     ["https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0"], True),
+    (("https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0",),
+     ["https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0"], False),
+    (("https://login.microsoftonline.com/{tenantid}/v2.0",),
+     ["https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0"], True),
+    (("https://login.microsoftonline.com/{tenantid}/v2.0",), ["https://login.microsoftonline.com//v2.0"], False),
+    (("https://login.microsoftonline.com/{tenantid}/v2.0",), ["https://login.microsoftonline.com/a/b/v2.0"], False),
+    (("https://login.microsoftonline.com/{tenantid}/v2.0",), ["https://accounts.google.com"], False),
+])
+def test_the_authorization_response_issuer_check(issuers, values, accepted):
+    provider = Provider(name="p", label="P", client_id="cid", client_secret="s", issuers=issuers,
+                        authorize_url="https://a.example/authorize", token_url="https://a.example/token",
+                        userinfo_url="https://a.example/userinfo")
+    if accepted:
+        oauth.check_response_issuer(provider, values)
+    else:
+        with pytest.raises(oauth.SignInError) as refused:
+            oauth.check_response_issuer(provider, values)
+        assert refused.value.code == "invalid_token"
+
+
+def test_refused_when_the_authorization_response_carries_two_issuers(visitor, idp, conn):
+    path, query = visitor.choose(visitor.start("google"), "g-1001")
+    response = english(visitor).client.get(f"{path}?{urlencode(query)}&{urlencode({'iss': 'https://evil.example'})}")
+    assert_refused(response, visitor, conn, text="could not be verified")
+
+
+def test_an_authorization_response_issuer_is_refused_on_the_error_path_too(visitor, idp, conn):
+    idp.tamper_response("google", iss="https://evil.example")
+    response = english(visitor).callback(visitor.choose(visitor.start("google"), cancel=True))
+    assert_refused(response, visitor, conn, text="could not be verified")
+
+
+@pytest.mark.parametrize("provider, account, iss", [
+    ("google", "g-1001", None),  # absent iss stays accepted
+    ("microsoft", "m-2001", "microsoft"),  # Microsoft sends none today; its own issuer is fine
+])
+def test_an_authorization_response_with_the_right_or_no_issuer_is_accepted(visitor, idp, conn, provider, account,
+                                                                            iss):
+    idp.tamper_response(provider, iss=idp.issuer(provider) if iss else None)
+    returned = visitor.choose(visitor.start(provider), account)
+    assert ("iss" in returned[1]) == bool(iss)
+    assert visitor.callback(returned).status_code == 303
+    assert signed_in_sessions(conn) == 1
 
 
 def test_refused_when_the_id_token_has_expired(visitor, idp, conn):

@@ -462,6 +462,56 @@ def test_omit_claims_until_reset_and_userinfo_fills_in(idp, http):
 
 
 @pytest.mark.parametrize("realm", ["google", "microsoft"])
+def test_authorization_response_iss_as_the_providers_send_it(idp, http, realm):
+    # Google sends iss (RFC 9207) without advertising it in discovery; Microsoft's v2.0 sends none.
+    _, q = sign_in(http, idp, realm)
+    assert q.get("iss") == (idp.issuer("google") if realm == "google" else None)
+    _, challenge = pkce()
+    with http.post(f"{idp.realm_url(realm)}/authorize", data=dict(auth_params(realm, challenge), cancel="1"),
+                   allow_redirects=False) as r:
+        assert query_of(r.headers["Location"]).get("iss") == (idp.issuer("google") if realm == "google" else None)
+    with http.get(f"{idp.realm_url(realm)}/.well-known/openid-configuration") as r:
+        assert "authorization_response_iss_parameter_supported" not in r.json()
+
+
+@pytest.mark.parametrize("realm", ["google", "microsoft"])
+def test_tamper_response_is_one_shot(idp, http, realm):
+    idp.tamper_response(realm, iss="https://evil.example", scope=None)
+    _, q = sign_in(http, idp, realm)
+    assert q["iss"] == "https://evil.example" and "scope" not in q and q["code"] == idp.issued_codes[-1]
+    _, q = sign_in(http, idp, realm)
+    assert q.get("iss") == (idp.issuer("google") if realm == "google" else None)
+    idp.tamper_response(realm, iss=None)
+    _, challenge = pkce()
+    with http.post(f"{idp.realm_url(realm)}/authorize", data=dict(auth_params(realm, challenge), cancel="1"),
+                   allow_redirects=False) as r:
+        q = query_of(r.headers["Location"])
+    assert q["error"] == "access_denied" and "iss" not in q  # error redirects are tampered too
+    idp.tamper_response(realm, iss="https://evil.example")
+    idp.reset()
+    assert sign_in(http, idp, realm)[1].get("iss") != "https://evil.example"
+
+
+@pytest.mark.parametrize("realm", ["google", "microsoft"])
+def test_tamper_userinfo_is_one_shot(idp, http, realm):
+    verifier, q = sign_in(http, idp, realm, sub="10002")
+    token = redeem(http, idp, realm, q["code"], verifier)[1]["access_token"]
+    url, headers = f"{idp.realm_url(realm)}/userinfo", {"Authorization": f"Bearer {token}"}
+    idp.tamper_userinfo(realm, sub=None, name="Mallory")
+    with http.get(url, headers=headers) as r:
+        assert r.status_code == 200 and "sub" not in r.json() and r.json()["name"] == "Mallory"
+    idp.tamper_userinfo(realm, sub="10001")
+    with http.get(url, headers=headers) as r:
+        assert r.json()["sub"] == "10001" and r.json()["name"] == "Ben Carter"
+    with http.get(url, headers=headers) as r:
+        assert r.json()["sub"] == "10002"
+    idp.tamper_userinfo(realm, sub="10001")
+    idp.reset()
+    with http.get(url, headers=headers) as r:
+        assert r.json()["sub"] == "10002"
+
+
+@pytest.mark.parametrize("realm", ["google", "microsoft"])
 def test_fail_token_endpoint_until_reset(idp, http, realm):
     verifier, q = sign_in(http, idp, realm)
     idp.fail_token_endpoint(realm, status=503)

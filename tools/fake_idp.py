@@ -26,8 +26,11 @@ OfficeDev/microsoft-365-agents-toolkit#8621, davidjrh/dnn.azureadprovider#17):
   The user cancelling gives ``error=access_denied`` (Microsoft adds an AADSTS description).
 * Success redirects carry ``code`` and ``state``; Google also ``scope`` (with ``email`` and
   ``profile`` spelled as their userinfo.* URLs), ``authuser``, ``prompt`` and ``iss`` (RFC
-  9207). Google codes start ``4/0A`` (so the ``/`` must be URL-encoded, as with the real one);
-  codes are single use and short lived.
+  9207, though Google's discovery document does not advertise
+  ``authorization_response_iss_parameter_supported``: openiddict/openiddict-core#2428); the
+  stand-in sends Google's ``iss`` on error redirects too. Microsoft's v2.0 endpoint sends no
+  ``iss``. Google codes start ``4/0A`` (so the ``/`` must be URL-encoded, as with the real
+  one); codes are single use and short lived.
 * Token endpoint: form-encoded POST only (GET gets 405), ``client_secret_post`` or
   ``client_secret_basic``, PKCE ``code_verifier`` checked against the S256 challenge, the
   ``redirect_uri`` must equal the one used at /authorize. Answers carry ``Cache-Control:
@@ -181,6 +184,8 @@ class Realm:
     clients: dict[str, Client] = field(default_factory=dict)
     accounts: dict[str, Account] = field(default_factory=dict)
     tamper: dict = field(default_factory=dict)
+    tamper_response: dict = field(default_factory=dict)
+    tamper_userinfo: dict = field(default_factory=dict)
     omit: set = field(default_factory=set)
     fail_status: int | None = None
 
@@ -338,6 +343,16 @@ class FakeIdP(ServedStandIn):
         with self._lock:
             self._realm(realm).tamper.update(claims)
 
+    def tamper_response(self, realm: str, **params) -> None:
+        """Replace parameters (e.g. ``iss``) in the NEXT authorization response redirected back; None removes one."""
+        with self._lock:
+            self._realm(realm).tamper_response.update(params)
+
+    def tamper_userinfo(self, realm: str, **fields) -> None:
+        """Replace fields (e.g. ``sub``) in the NEXT userinfo answer this realm gives; None removes one."""
+        with self._lock:
+            self._realm(realm).tamper_userinfo.update(fields)
+
     def omit_claims(self, realm: str, names) -> None:
         """Until reset, leave these claims out of the realm's ID tokens (the app must call userinfo)."""
         with self._lock:
@@ -351,10 +366,12 @@ class FakeIdP(ServedStandIn):
             self._realm(realm).fail_status = int(status)
 
     def reset(self) -> None:
-        """Clear every tamper, omit_claims and fail_token_endpoint setting."""
+        """Clear every tamper, tamper_response, tamper_userinfo, omit_claims and fail_token_endpoint setting."""
         with self._lock:
             for r in self._realms.values():
                 r.tamper.clear()
+                r.tamper_response.clear()
+                r.tamper_userinfo.clear()
                 r.omit = set()
                 r.fail_status = None
 
@@ -515,7 +532,6 @@ class _Handler(BaseHTTPRequestHandler):
         })
         if realm.style == "google":
             doc.update({
-                "authorization_response_iss_parameter_supported": True,
                 "subject_types_supported": ["public"],
                 "scopes_supported": ["openid", "email", "profile"],
                 "claims_supported": ["aud", "email", "email_verified", "exp", "family_name", "given_name", "iat",
@@ -568,7 +584,7 @@ class _Handler(BaseHTTPRequestHandler):
             params_out["state"] = one.get("state")
             if realm.style == "google":
                 params_out["iss"] = idp.issuer(realm.name)
-            self._redirect_to(redirect_uri, params_out)
+            self._redirect_to(redirect_uri, _apply(idp, realm.tamper_response, params_out))
             return
         scope = one["scope"].split()
         if realm.style == "google":
@@ -584,7 +600,7 @@ class _Handler(BaseHTTPRequestHandler):
         if realm.style == "google":
             out.update({"scope": " ".join(GOOGLE_SCOPE_URLS.get(s, s) for s in scope), "authuser": "0",
                         "prompt": "consent", "iss": idp.issuer(realm.name)})
-        self._redirect_to(redirect_uri, out)
+        self._redirect_to(redirect_uri, _apply(idp, realm.tamper_response, out))
 
     def _check_client(self, realm: Realm, params, one):
         for name in AUTHORIZE_PARAMS:
@@ -824,11 +840,23 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in account.claims.items():
             if key in ("name", "given_name", "family_name", "picture", "email", "email_verified", "locale", "hd"):
                 info[key] = value
-        self._send_json(200, info, {"Cache-Control": "no-store"})
+        self._send_json(200, _apply(idp, realm.tamper_userinfo, info), {"Cache-Control": "no-store"})
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+def _apply(idp: FakeIdP, tamper: dict, values: dict) -> dict:
+    """Apply a one-shot tamper (None removes a key) to an answer's values, then clear it."""
+    with idp._lock:
+        for key, value in tamper.items():
+            if value is None:
+                values.pop(key, None)
+            else:
+                values[key] = value
+        tamper.clear()
+    return values
 
 
 def _failure(status: int) -> _Problem:
