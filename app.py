@@ -33,9 +33,10 @@ def create_app(overrides: dict | None = None, settings: Settings | None = None) 
     except model_catalog.CatalogError as exc:
         raise ConfigError([str(exc)]) from None
     # Bottle keeps form bodies up to MEMFILE_MAX in memory and refuses larger url-encoded ones;
-    # a batch of 200 long prompts is bigger than its 100 KB default. (A class attribute: Bottle
-    # reads it there only.)
-    bottle.BaseRequest.MEMFILE_MAX = max(bottle.BaseRequest.MEMFILE_MAX, settings.upload_max_bytes + 65536)
+    # a batch of 200 long prompts is bigger than its 100 KB default. Each route's own limit
+    # (web.BODY_LIMIT, or its max_body) is checked before any of it is read. (A class attribute:
+    # Bottle reads it there only.)
+    bottle.BaseRequest.MEMFILE_MAX = max(bottle.BaseRequest.MEMFILE_MAX, settings.form_max_bytes)
     app = web.App(settings, db.Database(settings.database_url), i18n.load_translations(), models)
     app.install(web.RequestGuard())
     pages.register(app)
@@ -96,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"images-in-bulk {'demo ' if args.demo else ''}running at {settings.public_base_url}/ "
           f"({database.describe()}); press Ctrl+C to stop", flush=True)
     try:
-        waitress.serve(app, sockets=[sock], threads=8, ident="images-in-bulk")
+        # Waitress buffers a body before the app sees it: refuse one larger than any route takes at the door.
+        waitress.serve(app, sockets=[sock], threads=8, ident="images-in-bulk",
+                       max_request_body_size=app.settings.form_max_bytes)
     finally:
         for stop in stops:
             stop()

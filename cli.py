@@ -38,18 +38,21 @@ def cmd_cleanup(settings) -> int:
     conn = database.connect()
     now = int(time.time())
     try:
-        from services import auth
+        from services import auth, batches
 
         removed = sessions.purge_expired(conn, settings, now)
         flows = auth.purge(conn, now)
         # Stripe retries a webhook for three days; a month of applied event ids is plenty.
         events = db.stripe_events_delete_before(conn, now - 30 * 86400)
         expired, orphans, leases = worker.cleanup(conn, settings, now)
+        # Prompts are personal data: a finished batch is kept BATCH_HISTORY_DAYS, then deleted with its items.
+        history = batches.purge_history(conn, settings.results_dir, now - settings.batch_history_days * 86400)
     finally:
         conn.close()
     print(f"cleanup: {removed} expired sessions and {flows} expired sign-in flows removed, "
           f"{events} old webhook events forgotten, {expired} uncollected images expired, "
-          f"{orphans} orphan files deleted, {leases} stale leases released")
+          f"{orphans} orphan files deleted, {leases} stale leases released, "
+          f"{history} finished batches past {settings.batch_history_days} days deleted")
     return 0
 
 
@@ -81,8 +84,17 @@ def cmd_setup_stripe(settings, check: bool = False, replace_webhook: bool = Fals
     return 0
 
 
-def cmd_worker(settings, max_seconds: float | None = None, once: bool = False) -> int:
-    """Work the queue until it is empty, the time limit passes, or (--once) one item is done."""
+def cmd_worker(settings, max_seconds: float | None = None, once: bool = False, slot_fd: int | None = None) -> int:
+    """Work the queue until it is empty, the time limit passes, or (--once) one item is done.
+
+    The process first holds one of the WORKER_PROCESSES slots (handed down by the web process
+    that kicked it, or taken here when cron starts it); with every slot taken it does nothing.
+    """
+    if slot_fd is None or not worker.slot_held(settings, slot_fd):
+        slot_fd = worker.take_slot(settings)
+        if slot_fd is None:
+            print(f"worker: {settings.worker_processes} worker process(es) already running; nothing to do")
+            return 0
     catalog = model_catalog.load(settings.model_catalog or None)
     stats = worker.run(settings, db.Database(settings.database_url), catalog, max_seconds=max_seconds, once=once)
     print("worker: " + (", ".join(f"{count} {outcome}" for outcome, count in sorted(stats.items())) or "nothing to do"))
@@ -123,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true", help="act on the local demo's database")
     parser.add_argument("--max-seconds", type=float, default=None, help="worker: stop taking items after this long")
     parser.add_argument("--once", action="store_true", help="worker: do one item and stop")
+    parser.add_argument("--slot-fd", type=int, default=None, help=argparse.SUPPRESS)  # kick() hands its slot down
     parser.add_argument("--check", action="store_true", help="setup-stripe: only report what differs (exit 1)")
     parser.add_argument("--replace-webhook", action="store_true",
                         help="setup-stripe: replace a webhook endpoint of another API version with a new one")
@@ -134,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("worker", "cleanup"):  # cron's commands: in production, to var/log/<command>.log
             logs.setup(settings, args.command)
         if args.command == "worker":
-            return cmd_worker(settings, args.max_seconds, args.once)
+            return cmd_worker(settings, args.max_seconds, args.once, args.slot_fd)
         if args.command == "setup-stripe":
             return cmd_setup_stripe(settings, args.check, args.replace_webhook)
         return COMMANDS[args.command](settings)

@@ -1,5 +1,5 @@
 -- images-in-bulk: the MariaDB schema (the production truth). Run it with `python cli.py initdb`.
--- schema-version: 5
+-- schema-version: 6
 --
 -- Its SQLite twin is schema.sqlite.sql; tests/test_schema.py keeps the two in step.
 -- Times are Unix seconds. Changes after version 1 come as numbered files in migrations/.
@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS users (
   last_login_at BIGINT NOT NULL,
   stripe_customer_id VARCHAR(255) NULL,
   billing_hold VARCHAR(32) NULL,
+  library_key VARCHAR(43) NULL,
   UNIQUE KEY uq_users_stripe_customer (stripe_customer_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
@@ -150,7 +151,8 @@ CREATE TABLE IF NOT EXISTS batches (
   image_format VARCHAR(8) NOT NULL,
   width INT NOT NULL,
   height INT NOT NULL,
-  style TEXT NOT NULL,
+  style MEDIUMTEXT NOT NULL,
+  prompt_separator VARCHAR(32) NOT NULL DEFAULT ', ',
   item_count INT NOT NULL,
   credits_per_item INT NOT NULL,
   last_started_ms BIGINT NOT NULL DEFAULT 0,
@@ -165,8 +167,7 @@ CREATE TABLE IF NOT EXISTS batch_items (
   id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
   batch_id BIGINT NOT NULL,
   position INT NOT NULL,
-  prompt TEXT NOT NULL,
-  final_prompt TEXT NOT NULL,
+  prompt MEDIUMTEXT NOT NULL,
   file_name VARCHAR(255) NOT NULL,
   status VARCHAR(16) NOT NULL,
   attempts INT NOT NULL DEFAULT 0,

@@ -1,5 +1,5 @@
 -- images-in-bulk: the SQLite twin of schema.sql (the embedded default and the local demo).
--- schema-version: 5
+-- schema-version: 6
 --
 -- Keep it in step with schema.sql: same tables, columns, nullability and unique keys
 -- (tests/test_schema.py compares them). Times are Unix seconds.
@@ -16,7 +16,8 @@ CREATE TABLE IF NOT EXISTS users (
   created_at INTEGER NOT NULL,
   last_login_at INTEGER NOT NULL,
   stripe_customer_id TEXT NULL UNIQUE,
-  billing_hold TEXT NULL
+  billing_hold TEXT NULL,
+  library_key TEXT NULL
 );
 
 CREATE TABLE IF NOT EXISTS identities (
@@ -135,6 +136,7 @@ CREATE TABLE IF NOT EXISTS batches (
   width INTEGER NOT NULL,
   height INTEGER NOT NULL,
   style TEXT NOT NULL,
+  prompt_separator TEXT NOT NULL DEFAULT ', ',
   item_count INTEGER NOT NULL,
   credits_per_item INTEGER NOT NULL,
   last_started_ms INTEGER NOT NULL DEFAULT 0,
@@ -149,7 +151,6 @@ CREATE TABLE IF NOT EXISTS batch_items (
   batch_id INTEGER NOT NULL REFERENCES batches (id) ON DELETE CASCADE,
   position INTEGER NOT NULL,
   prompt TEXT NOT NULL,
-  final_prompt TEXT NOT NULL,
   file_name TEXT NOT NULL,
   status TEXT NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0,

@@ -25,7 +25,11 @@ MESSAGES = {
     "gone": _("This image has already been collected or has expired."),
     "bad_request": _("The request could not be read."),
     "no_prompts": _("Add at least one prompt (one per line)."),
-    "too_many_prompts": _("That is %(count)s prompts; a batch takes at most %(max)s."),
+    "too_many_prompts": _("That is %(count)s prompts, %(over)s over the limit: a batch takes at most %(max)s."),
+    "style_too_long": _("The style is %(length)s characters long; it may have at most %(max)s."),
+    "name_too_long": _("Name %(line)s is %(length)s characters long; a name may have at most %(max)s."),
+    "too_many_open": _("You already have %(max)s unfinished batches. Let one finish, or cancel one, before you "
+                       "start another."),
     "prompt_too_long": _("Prompt %(line)s is too long for this model (at most %(max)s characters with the style)."),
     "unknown_model": _("Choose one of the models on the form."),
     "model_retired": _("%(model)s has been retired: choose another model."),
@@ -133,7 +137,7 @@ def register(app: web.App) -> None:
             return value if isinstance(value, str) else default
         return bottle.request.forms.getunicode(name, default=default) or default
 
-    @app.post("/api/batches")
+    @app.post("/api/batches", max_body=app.settings.form_max_bytes)
     def create_batch():
         """Create a batch from the reviewed form (the same request_token returns the same batch)."""
         user = user_or_401()
@@ -141,13 +145,16 @@ def register(app: web.App) -> None:
         already = batches.started_with(web.conn(), user["id"], form_value("request_token"))
         if already is not None:  # the same Start again: that batch, before anything is re-checked
             return _json(200, describe(batches.status(web.conn(), user["id"], already)))
+        limit = app.settings.plan_max_prompts
         try:
-            prompts, names = batches.prompt_lines(form_value("prompts")), batches.name_lines(form_value("names"))
+            read = batches.read_prompts(form_value("prompts"), limit)
+            prompts, total, names = read.lines, read.total, batches.name_lines(form_value("names"))
             upload = bottle.request.files.get("prompts_file") if json_body() is None else None
             if upload is not None and upload.raw_filename:
                 prompts, names = batches.read_upload(upload.raw_filename,
                                                      upload.file.read(app.settings.upload_max_bytes + 1),
                                                      app.settings.upload_max_bytes)
+                total, prompts = len(prompts), prompts[:limit + 1]
                 names = batches.name_lines(form_value("names")) or names
         except batches.BatchError as exc:
             return fail(400, exc.code, **exc.values)
@@ -157,17 +164,21 @@ def register(app: web.App) -> None:
             app.catalog, datetime.date.today(), prompts=prompts, names=names, style=form_value("style"),
             model_id=form_value("model"), ratio=form_value("ratio"), quality=form_value("quality"),
             image_format=form_value("format"), separator=app.settings.prompt_separator,
-            max_prompts=app.settings.plan_max_prompts, credits_left=credits.balance(web.conn(), user["id"]))
+            max_prompts=limit, credits_left=credits.balance(web.conn(), user["id"]), total_prompts=total)
         if not checked.ok:
             first = checked.errors[0]
             body = {"error": {"code": first.code, "message": message(first.code, line=first.line, **first.values)},
                     "errors": [{"code": p.code, "line": p.line, "message": message(p.code, line=p.line, **p.values)}
                                for p in checked.errors]}
             return _json(422, body)
-        batch_id, created = batches.create(web.conn(), app.catalog, user["id"], checked,
-                                           form_value("request_token"), web.now(), form_value("test_run") == "1")
+        try:
+            batch_id, created = batches.create(web.conn(), app.catalog, user["id"], checked,
+                                               form_value("request_token"), web.now(), form_value("test_run") == "1",
+                                               max_open=app.settings.max_open_batches)
+        except batches.BatchError as exc:
+            return fail(409, exc.code, **exc.values)
         if created:
-            worker.kick(app.settings, app.database)
+            worker.kick(app.settings)
         return _json(201 if created else 200, describe(batches.status(web.conn(), user["id"], batch_id)))
 
     @app.get("/api/batches/<batch_id:int>")
@@ -202,7 +213,7 @@ def register(app: web.App) -> None:
         may_generate()
         count = batch_call(lambda: action(web.conn(), user["id"], batch_id, web.now()))
         if count:
-            worker.kick(app.settings, app.database)
+            worker.kick(app.settings)
         return _json(200, {"queued": count})
 
     @app.post("/api/batches/<batch_id:int>/retry")
@@ -227,9 +238,10 @@ def register(app: web.App) -> None:
         """Let a paused batch go on."""
         user = user_or_401()
         may_generate()
-        batch_call(lambda: batches.resume(web.conn(), user["id"], batch_id, web.now()))
-        worker.kick(app.settings, app.database)
-        return _json(200, {"resumed": True})
+        resumed = batch_call(lambda: batches.resume(web.conn(), user["id"], batch_id, web.now()))
+        if resumed:  # a batch that was not paused: nothing changed, nothing to start
+            worker.kick(app.settings)
+        return _json(200, {"resumed": resumed})
 
     @app.post("/api/batches/<batch_id:int>/stop")
     def stop(batch_id):

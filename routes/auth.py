@@ -7,7 +7,7 @@ import logging
 import bottle
 
 from routes import web
-from services import auth, credits, oauth, sessions
+from services import auth, batches, credits, oauth, sessions
 from services.oauth import SignInError
 from services.security import safe_next
 
@@ -62,6 +62,11 @@ def sign_in_error(exc: SignInError, provider_label: str) -> str:
     log.warning("sign-in with %s stopped (%s): %s", provider_label, exc.code, exc)
     bottle.response.status = status
     return web.render("auth/error.html", title=title, text=text, provider=provider_label, code=exc.code)
+
+
+def _count_or_none(raw: str | None) -> int | None:
+    """A small count from the query string (the account page's "N deleted" notice), or None."""
+    return int(raw) if raw and raw.isdigit() and len(raw) < 10 else None
 
 
 def register(app: web.App) -> None:
@@ -136,4 +141,6 @@ def register(app: web.App) -> None:
                           subscription=subscription, balance=credits.balance(web.conn(), user["id"]),
                           ledger=credits.recent(web.conn(), user["id"], since, limit=10),
                           ledger_reasons={reason: web.translate(text) for reason, text in LEDGER_REASONS.items()},
-                          welcome=bottle.request.query.get("welcome") == "1")
+                          welcome=bottle.request.query.get("welcome") == "1",
+                          history_count=batches.finished_count(web.conn(), user["id"]),
+                          history_deleted=_count_or_none(bottle.request.query.get("history_deleted")))

@@ -114,7 +114,7 @@ def register(app: web.App) -> None:
             return billing_error(exc)
         bottle.redirect(url, 303)
 
-    @app.post("/stripe/webhook", csrf_exempt=True)
+    @app.post("/stripe/webhook", csrf_exempt=True, max_body=web.WEBHOOK_BODY_LIMIT)
     def receive_webhook():
         """Stripe's events: the signature is the authentication, so no CSRF token here."""
         client = stripe_client()

@@ -92,13 +92,16 @@ def register(app: web.App) -> None:
 
     def read_form(values: dict):
         """The review of the posted form (an uploaded file replaces the typed prompts)."""
-        prompts, names = batches.prompt_lines(values["prompts"]), batches.name_lines(values["names"])
+        limit = app.settings.plan_max_prompts
+        read = batches.read_prompts(values["prompts"], limit)
+        prompts, total, names = read.lines, read.total, batches.name_lines(values["names"])
         upload = bottle.request.files.get("prompts_file")
         if upload is not None and upload.raw_filename:
             prompts, file_names = batches.read_upload(upload.raw_filename,
                                                       upload.file.read(app.settings.upload_max_bytes + 1),
                                                       app.settings.upload_max_bytes)
             names = names or file_names
+            total, prompts = len(prompts), prompts[:limit + 1]
             # The file's lines go back into the form, so a second look needs no new upload.
             values["prompts"] = "\n".join(prompts)
             if not values["names"] and file_names:
@@ -108,7 +111,7 @@ def register(app: web.App) -> None:
             app.catalog, datetime.date.today(), prompts=prompts, names=names, style=values["style"],
             model_id=values["model"], ratio=values["ratio"], quality=values["quality"],
             image_format=values["format"], separator=app.settings.prompt_separator,
-            max_prompts=app.settings.plan_max_prompts, credits_left=credits.balance(web.conn(), user["id"]))
+            max_prompts=limit, credits_left=credits.balance(web.conn(), user["id"]), total_prompts=total)
 
     def show_review(values: dict, checked, status: int = 200):
         bottle.response.status = status
@@ -146,13 +149,13 @@ def register(app: web.App) -> None:
         bottle.response.set_header("Content-Disposition", 'attachment; filename="images-in-bulk-prompts.csv"')
         return CSV_TEMPLATE
 
-    @app.post("/generate")
+    @app.post("/generate", max_body=app.settings.form_max_bytes)
     def back_to_edit():
         """The compose form again with what was sent (the review's "Back to edit")."""
         signed_in("/generate")
         return compose(posted())
 
-    @app.post("/generate/review")
+    @app.post("/generate/review", max_body=app.settings.form_max_bytes)
     def review_batch():
         """Check the form and show the review; nothing is stored or charged."""
         subscriber()
@@ -162,7 +165,7 @@ def register(app: web.App) -> None:
             return compose(values, problem_texts(checked.errors), 422)
         return show_review(values, checked)
 
-    @app.post("/batches")
+    @app.post("/batches", max_body=app.settings.form_max_bytes)
     def start_batch():
         """Start the reviewed batch (or its test run); the same one-time token never starts a second one."""
         user = subscriber()
@@ -178,9 +181,14 @@ def register(app: web.App) -> None:
                 return compose(values, problem_texts(checked.errors), 422)
             return show_review(values, checked, 422)
         test_run = bottle.request.forms.get("test_run") == "1" and len(checked.items) > TEST_RUN_ITEMS
-        batch_id, created = batches.create(web.conn(), app.catalog, user["id"], checked, token, web.now(), test_run)
+        try:
+            batch_id, created = batches.create(web.conn(), app.catalog, user["id"], checked, token, web.now(), test_run,
+                                               max_open=app.settings.max_open_batches)
+        except batches.BatchError as exc:  # too many unfinished batches: the review says so
+            checked.errors.append(batches.Problem(exc.code, values=exc.values))
+            return show_review(values, checked, 409)
         if created:
-            worker.kick(app.settings, app.database)
+            worker.kick(app.settings)
         web.redirect(f"/batches/{batch_id}")
 
     def owned_or_404(user: dict, batch_id: int) -> dict:
@@ -214,7 +222,7 @@ def register(app: web.App) -> None:
         if needs_plan and not web.plan().can_generate:
             raise bottle.HTTPError(403)
         if action(web.conn(), user["id"], batch_id, web.now()):
-            worker.kick(app.settings, app.database)
+            worker.kick(app.settings)
         web.redirect(f"/batches/{batch_id}")
 
     @app.post("/batches/<batch_id:int>/retry")
@@ -241,12 +249,21 @@ def register(app: web.App) -> None:
     @app.post("/batches/<batch_id:int>/resume")
     def resume_batch(batch_id):
         """Go on after a stop or after the credits ran out."""
-        batch_action(batch_id, lambda *args: batches.resume(*args) or True, needs_plan=True)
+        batch_action(batch_id, batches.resume, needs_plan=True)
 
     @app.post("/batches/<batch_id:int>/cancel")
     def cancel_batch(batch_id):
         """Cancel the images not started (nothing is charged for them)."""
         batch_action(batch_id, lambda *args: batches.cancel(*args) and False)
+
+    @app.post("/account/history/delete")
+    def delete_history():
+        """Delete the subscriber's finished batches from the site now (the confirmation box must be ticked)."""
+        user = signed_in("/account")
+        if bottle.request.forms.get("confirm") != "1":
+            web.redirect("/account#history-title")
+        deleted = batches.delete_history(web.conn(), app.settings.results_dir, user["id"])
+        web.redirect(f"/account?history_deleted={deleted}#history-title")
 
     @app.get("/library")
     def show_library():

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import logging
+import secrets
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +32,9 @@ access = logging.getLogger("iib.access")
 APP_ROOT = Path(__file__).resolve().parent.parent
 VIEWS_DIR = APP_ROOT / "views"
 PUBLIC_DIR = APP_ROOT / "public"
+
+BODY_LIMIT = 65536  # bytes a POST may carry unless its route says more (max_body=N): sign-out, buttons, settings
+WEBHOOK_BODY_LIMIT = 1048576  # Stripe's events are a few KB; 1 MB leaves room and bounds an unsigned flood
 
 LANG_COOKIE = "lang"
 LANG_COOKIE_SECONDS = 365 * 24 * 3600
@@ -255,6 +260,22 @@ def plan() -> billing.Access | None:
     return billing.access(subscription(), now(), hold=user.get("billing_hold")) if user else None
 
 
+def library_key() -> str | None:
+    """The signed-in user's opaque key for the images this browser keeps (made on first use), or None.
+
+    The browser stamps it on every batch and image it stores and shows only the rows carrying it,
+    so two people in one browser never see each other's images. Random, not derived from the user
+    id or the email, so it says nothing about who it belongs to.
+    """
+    user = current_user()
+    if user is None:
+        return None
+    environ = bottle.request.environ
+    if "iib.library_key" not in environ:
+        environ["iib.library_key"] = db.user_library_key(conn(), user["id"], secrets.token_urlsafe(24))
+    return environ["iib.library_key"]
+
+
 def csrf_token() -> str:
     """The CSRF token to put in a form (starts a session if the visitor has none)."""
     return session(create=True).csrf_token
@@ -273,6 +294,7 @@ def render(template: str, **context) -> str:
         # The plan's state drives the past-due banner on every page of a signed-in subscriber.
         "plan": plan() if user else None,
         "csrf_token": csrf_token,
+        "library_key": library_key,
         "settings": app().settings,
     }
     base.update(context)
@@ -317,19 +339,47 @@ def json_error(status: int, code: str, message: str) -> bottle.HTTPResponse:
 
 # --- the plugin every route runs through ---------------------------------------------------------
 
+def limit_body(limit: int) -> None:
+    """Refuse (413) a request body larger than `limit` bytes before reading it; a chunked one is read at most limit + 1.
+
+    A declared Content-Length over the limit is refused without reading a byte. A chunked body
+    (no length) is read in 64 KB pieces and refused as soon as it passes the limit; one that fits
+    is put back as a plain body of known length, so Bottle's own readers stay bounded too.
+    """
+    environ = bottle.request.environ
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        data = bytearray()
+        for part in bottle.BaseRequest._iter_chunked(environ["wsgi.input"].read, 65536):
+            data += part
+            if len(data) > limit:
+                raise bottle.HTTPError(413, "request body too large")
+        environ["wsgi.input"] = io.BytesIO(bytes(data))
+        environ["CONTENT_LENGTH"] = str(len(data))
+        del environ["HTTP_TRANSFER_ENCODING"]
+        return
+    raw = environ.get("CONTENT_LENGTH") or "0"
+    if not raw.isdigit():
+        raise bottle.HTTPError(400, "unreadable Content-Length")
+    if int(raw) > limit:
+        raise bottle.HTTPError(413, "request body too large")
+
+
 class RequestGuard:
-    """Refuse cross-site and token-less state changes, and turn a database outage into a 503."""
+    """Refuse oversized bodies, cross-site and token-less state changes; turn a database outage into a 503."""
 
     name = "request_guard"
     api = 2
 
     def apply(self, callback, route):
-        """Wrap a route callback; routes with `csrf_exempt=True` (signed webhooks) skip the token check."""
+        """Wrap a route callback; `csrf_exempt=True` skips the token check (webhooks), `max_body=N` sets the limit."""
         exempt = bool(route.config.get("csrf_exempt", False))
+        limit = int(route.config.get("max_body", BODY_LIMIT))
 
         def guarded(*args, **kwargs):
             request = bottle.request
             try:
+                if request.method in security.UNSAFE_METHODS:
+                    limit_body(limit)
                 if request.method in security.UNSAFE_METHODS and not exempt:
                     if security.cross_site_request(header("Sec-Fetch-Site")):
                         raise bottle.HTTPError(403, "cross-site request refused")
@@ -361,7 +411,8 @@ def error_page(error: bottle.HTTPError) -> str:
     try:
         if wants_json():
             bottle.response.content_type = "application/json"
-            code = {403: "forbidden", 404: "not_found", 503: "unavailable"}.get(status, f"http_{status}")
+            code = {403: "forbidden", 404: "not_found", 413: "too_large", 503: "unavailable"}.get(status,
+                                                                                                  f"http_{status}")
             return bottle.json_dumps({"error": {"code": code, "message": translate(text)}})
         if status >= 500:
             # Do not reach for the session: the database may be what just failed.

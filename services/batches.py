@@ -66,6 +66,7 @@ class Review:
     quality: str
     image_format: str
     style: str
+    separator: str
     credits_per_item: int
     credits_needed: int
     credits_left: int
@@ -80,11 +81,35 @@ class Review:
 
 # --- reading input -------------------------------------------------------------------------------
 
+STYLE_MAX_CHARS = 4000  # the style every prompt carries; a prompt and its style must also fit the model's limit
+NAME_MAX_CHARS = 200  # a typed file name (the file name itself keeps at most names.MAX_STEM characters)
+CHOICE_MAX_CHARS = 64  # model, ratio, quality, format: the longest valid value is far shorter
+
+
+@dataclasses.dataclass(frozen=True)
+class Lines:
+    """The lines read from a field: at most `limit` + 1 of them kept, and how many there were in all."""
+
+    lines: list
+    total: int
+
+
 def split_lines(text: str | None) -> list[str]:
     """Lines of a textarea or file: BOM and CR removed, each trimmed."""
     if not text:
         return []
     return [line.strip() for line in text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+
+
+def read_prompts(text: str | None, limit: int) -> Lines:
+    """The prompts (one per non-empty line): the first limit + 1 kept, all of them counted (O(length))."""
+    prompts, total = [], 0
+    for line in split_lines(text):
+        if line:
+            total += 1
+            if total <= limit + 1:
+                prompts.append(line)
+    return Lines(prompts, total)
 
 
 def prompt_lines(text: str | None) -> list[str]:
@@ -98,6 +123,11 @@ def name_lines(text: str | None) -> list[str | None]:
     while lines and not lines[-1]:
         lines.pop()
     return [line or None for line in lines]
+
+
+def final_prompt(prompt: str, style: str, separator: str) -> str:
+    """What is sent to the model: the prompt, then the batch's style after the separator (the style is stored once)."""
+    return f"{prompt}{separator}{style}" if style else prompt
 
 
 def read_upload(filename: str, data: bytes, max_bytes: int) -> tuple[list[str], list[str | None]]:
@@ -139,12 +169,18 @@ def read_upload(filename: str, data: bytes, max_bytes: int) -> tuple[list[str], 
 
 def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names: list[str | None], style: str,
            model_id: str, ratio: str, quality: str, image_format: str, separator: str, max_prompts: int,
-           credits_left: int) -> Review:
-    """Check the batch and describe it item by item; nothing is stored or charged."""
+           credits_left: int, total_prompts: int | None = None) -> Review:
+    """Check the batch and describe it item by item; nothing is stored or charged.
+
+    It costs O(input): past the plan's limit it only says how many prompts were over, and
+    names nothing (`total_prompts` is the count of all the prompts sent, when only the first
+    max_prompts + 1 were read).
+    """
     errors: list[Problem] = []
     warnings: list[Problem] = []
     style = " ".join((style or "").split())
-    model = catalog.get(model_id)
+    total = max(total_prompts or 0, len(prompts))
+    model = catalog.get(model_id[:CHOICE_MAX_CHARS])
     if model is None:
         errors.append(Problem("unknown_model", values={"model": model_id[:60]}))
     elif model.retired(today):
@@ -155,15 +191,26 @@ def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names:
         errors.append(Problem("unknown_format"))
     if model and quality not in model.qualities:
         errors.append(Problem("unknown_quality"))
+    if len(style) > STYLE_MAX_CHARS:
+        errors.append(Problem("style_too_long", values={"max": STYLE_MAX_CHARS, "length": len(style)}))
     if not prompts:
         errors.append(Problem("no_prompts"))
-    elif len(prompts) > max_prompts:
-        errors.append(Problem("too_many_prompts", values={"count": len(prompts), "max": max_prompts}))
+    elif total > max_prompts:
+        errors.append(Problem("too_many_prompts", values={"count": total, "max": max_prompts,
+                                                          "over": total - max_prompts}))
+    per_item = model.price(ratio, quality) if model and ratio in RATIOS and quality in model.qualities else 0
+    if total > max_prompts or len(style) > STYLE_MAX_CHARS:  # nothing more to say until that is fixed
+        return Review(items=[], model=model_id, ratio=ratio, quality=quality, image_format=image_format, style=style,
+                      separator=separator, credits_per_item=per_item, credits_needed=per_item * total,
+                      credits_left=credits_left, errors=errors, warnings=warnings)
     fmt = image_format if image_format in FORMATS else "png"
-    named = assign(names, prompts, fmt)
+    for index, name in enumerate(names[:len(prompts)]):
+        if name and len(name) > NAME_MAX_CHARS:
+            errors.append(Problem("name_too_long", index + 1, {"max": NAME_MAX_CHARS, "length": len(name)}))
+    named = assign([name[:NAME_MAX_CHARS] if name else name for name in names[:len(prompts)]], prompts, fmt)
     items = []
     for index, (prompt, name) in enumerate(zip(prompts, named, strict=True)):
-        final = f"{prompt}{separator}{style}" if style else prompt
+        final = final_prompt(prompt, style, separator)
         if model and len(final) > model.max_prompt_chars:
             errors.append(Problem("prompt_too_long", index + 1, {"max": model.max_prompt_chars,
                                                                 "length": len(final)}))
@@ -174,35 +221,38 @@ def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names:
         items.append(ReviewItem(index + 1, prompt, final, name.file_name, name.typed))
     if names and len(names) != len(prompts):
         warnings.append(Problem("names_count", values={"names": len(names), "prompts": len(prompts)}))
-    per_item = model.price(ratio, quality) if model and ratio in RATIOS and quality in model.qualities else 0
     needed = per_item * len(prompts)
     if per_item and prompts and needed > credits_left:
         errors.append(Problem("not_enough_credits", values={"needed": needed, "left": credits_left}))
     return Review(items=items, model=model_id, ratio=ratio, quality=quality, image_format=image_format,
-                  style=style, credits_per_item=per_item, credits_needed=needed, credits_left=credits_left,
-                  errors=errors, warnings=warnings)
+                  style=style, separator=separator, credits_per_item=per_item, credits_needed=needed,
+                  credits_left=credits_left, errors=errors, warnings=warnings)
 
 
 # --- the batch's life --------------------------------------------------------------------------------
 
 def create(conn: db.Connection, catalog: Catalog, user_id: int, checked: Review, request_token: str,
-           now: int, test_run: bool = False) -> tuple[int, bool]:
+           now: int, test_run: bool = False, max_open: int = 5) -> tuple[int, bool]:
     """Store a reviewed batch and its items (queued); return (id, created). The same token finds the same batch.
 
-    A test run queues the first TEST_RUN_ITEMS items and holds the rest (nothing charged for them)
+    A subscriber has at most `max_open` unfinished batches (BatchError too_many_open). A test run
+    queues the first TEST_RUN_ITEMS items and holds the rest (nothing charged for them)
     until `go_on()`.
     """
     if not checked.ok:
         raise BatchError(checked.errors[0].code)
-    token = request_token or secrets.token_urlsafe(16)
+    token = (request_token or secrets.token_urlsafe(16))[:64]
     existing = db.batch_by_token(conn, user_id, token)
     if existing is not None:
         return existing["id"], False
     size = catalog.get(checked.model).sizes[checked.ratio].output
     with conn.transaction():
-        batch_id = db.batch_insert(conn, user_id, token[:64], checked, size, now)
-        db.batch_items_insert(conn, batch_id, [(i.position, i.prompt, i.final_prompt, i.file_name)
-                                               for i in checked.items], now,
+        # The user's row is locked first, so two Starts at once cannot both pass the count.
+        db.user_lock(conn, user_id)
+        if db.batches_open_count(conn, user_id) >= max_open:
+            raise BatchError("too_many_open", max=max_open)
+        batch_id = db.batch_insert(conn, user_id, token, checked, size, now)
+        db.batch_items_insert(conn, batch_id, [(i.position, i.prompt, i.file_name) for i in checked.items], now,
                               hold_after=TEST_RUN_ITEMS if test_run else None)
     return batch_id, True
 
@@ -224,9 +274,11 @@ def owned(conn: db.Connection, user_id: int, batch_id: int) -> dict:
 
 
 def status(conn: db.Connection, user_id: int, batch_id: int) -> dict:
-    """The batch and its items, for the batch page to poll (two queries)."""
+    """The batch and its items (each with its final prompt), for the batch page to poll (two queries)."""
     batch = owned(conn, user_id, batch_id)
     items = db.batch_items_progress(conn, batch_id)
+    for item in items:
+        item["final_prompt"] = final_prompt(item["prompt"], batch["style"], batch["prompt_separator"])
     counts: dict[str, int] = {}
     for item in items:
         counts[item["status"]] = counts.get(item["status"], 0) + 1
@@ -243,13 +295,15 @@ def retry_failed(conn: db.Connection, user_id: int, batch_id: int, now: int, ite
     return count
 
 
-def resume(conn: db.Connection, user_id: int, batch_id: int, now: int) -> None:
-    """Let a paused batch go on (stopped by its owner, or out of credits)."""
+def resume(conn: db.Connection, user_id: int, batch_id: int, now: int) -> bool:
+    """Let a paused batch go on (stopped by its owner, or out of credits); True when it was paused."""
     batch = owned(conn, user_id, batch_id)
-    if batch["status"] == "paused":
-        with conn.transaction():
-            db.batch_set_status(conn, batch_id, "active", None, now)
-            db.batch_finish_if_idle(conn, batch_id, now)
+    if batch["status"] != "paused":
+        return False
+    with conn.transaction():
+        db.batch_set_status(conn, batch_id, "active", None, now)
+        db.batch_finish_if_idle(conn, batch_id, now)
+    return True
 
 
 def stop(conn: db.Connection, user_id: int, batch_id: int, now: int) -> bool:
@@ -274,6 +328,44 @@ def go_on(conn: db.Connection, user_id: int, batch_id: int, now: int) -> int:
 def recent(conn: db.Connection, user_id: int, limit: int = 20) -> list[dict]:
     """The user's latest batches, newest first."""
     return db.batches_of(conn, user_id, limit)
+
+
+def finished_count(conn: db.Connection, user_id: int) -> int:
+    """How many finished batches the site keeps for the user (the account page offers to delete them)."""
+    return len(db.batches_finished(conn, user_id=user_id))
+
+
+def delete_history(conn: db.Connection, settings_results: Path, user_id: int) -> int:
+    """Delete the user's finished batches and their items (and any image file still waiting); returns how many.
+
+    Unfinished batches stay: their credits are reserved item by item and must run out or come back.
+    """
+    deleted = 0
+    while found := db.batches_finished(conn, user_id=user_id):
+        deleted += _delete_batches(conn, settings_results, found)
+    return deleted
+
+
+def purge_history(conn: db.Connection, settings_results: Path, before: int) -> int:
+    """Delete every finished batch last changed before `before` (cleanup; prompts are personal data)."""
+    deleted = 0
+    while found := db.batches_finished(conn, before=before):
+        deleted += _delete_batches(conn, settings_results, found)
+    return deleted
+
+
+def _delete_batches(conn: db.Connection, settings_results: Path, found: list[dict]) -> int:
+    deleted = 0
+    for batch in found:
+        with conn.transaction():
+            paths = db.batch_delete(conn, batch["id"])
+        for path in paths:
+            (settings_results / path).unlink(missing_ok=True)
+        folder = settings_results / str(batch["id"])
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        deleted += 1
+    return deleted
 
 
 def cancel(conn: db.Connection, user_id: int, batch_id: int, now: int) -> int:

@@ -83,6 +83,10 @@ class Settings:
     model_catalog: str = ""
     prompt_separator: str = ", "
     upload_max_bytes: int = 1048576
+    form_max_bytes: int = 2097152
+    worker_processes: int = 2
+    max_open_batches: int = 5
+    batch_history_days: int = 90
     quota_pause_seconds: int = 900
     retry_base_ms: int = 2000
 
@@ -156,6 +160,10 @@ _SPEC: dict[str, tuple[object, str]] = {
     "MODEL_CATALOG": ("", "path"),
     "PROMPT_SEPARATOR": (", ", "separator"),
     "UPLOAD_MAX_BYTES": ("1048576", "positive_int"),
+    "FORM_MAX_BYTES": ("2097152", "positive_int"),
+    "WORKER_PROCESSES": ("2", "positive_int"),
+    "MAX_OPEN_BATCHES": ("5", "positive_int"),
+    "BATCH_HISTORY_DAYS": ("90", "positive_int"),
     "QUOTA_PAUSE_SECONDS": ("900", "positive_int"),
     "RETRY_BASE_MS": ("2000", "positive_int"),
 }
@@ -285,6 +293,11 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
     longest = int(values["SESSION_MAX_SECONDS"])
     if idle > longest:
         raise ConfigError(["SESSION_IDLE_SECONDS must not be larger than SESSION_MAX_SECONDS"])
+    if int(values["FORM_MAX_BYTES"]) < int(values["UPLOAD_MAX_BYTES"]) + 65536:
+        raise ConfigError(["FORM_MAX_BYTES must be at least UPLOAD_MAX_BYTES + 65536 (the file and the form's "
+                           "other fields travel in one request)"])
+    if len(values["PROMPT_SEPARATOR"]) > 32:
+        raise ConfigError(["PROMPT_SEPARATOR must be at most 32 characters"])
 
     return Settings(
         app_mode=mode,
@@ -322,6 +335,10 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
         model_catalog=values["MODEL_CATALOG"],
         prompt_separator=values["PROMPT_SEPARATOR"],
         upload_max_bytes=int(values["UPLOAD_MAX_BYTES"]),
+        form_max_bytes=int(values["FORM_MAX_BYTES"]),
+        worker_processes=int(values["WORKER_PROCESSES"]),
+        max_open_batches=int(values["MAX_OPEN_BATCHES"]),
+        batch_history_days=int(values["BATCH_HISTORY_DAYS"]),
         quota_pause_seconds=int(values["QUOTA_PAUSE_SECONDS"]),
         retry_base_ms=int(values["RETRY_BASE_MS"]),
     )

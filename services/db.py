@@ -364,6 +364,18 @@ def user_get(conn: Connection, user_id: int) -> dict | None:
                     (user_id,))
 
 
+def user_lock(conn: Connection, user_id: int) -> None:
+    """Lock a user's row until the transaction ends (MariaDB; SQLite's BEGIN IMMEDIATE already serialises)."""
+    if conn.engine == "mysql":
+        conn.one("SELECT id FROM users WHERE id = ? FOR UPDATE", (user_id,))
+
+
+def user_library_key(conn: Connection, user_id: int, new_key: str) -> str:
+    """The user's opaque key for the images kept in a browser; `new_key` is stored first if there is none yet."""
+    conn.execute("UPDATE users SET library_key = ? WHERE id = ? AND library_key IS NULL", (new_key, user_id))
+    return conn.scalar("SELECT library_key AS k FROM users WHERE id = ?", (user_id,))
+
+
 # --- sessions --------------------------------------------------------------------------------
 
 _SESSION_COLUMNS = "id, user_id, csrf_token, data, created_at, last_seen_at, expires_at"
@@ -672,8 +684,9 @@ def stripe_events_delete_before(conn: Connection, before: int) -> int:
 # --- batches -----------------------------------------------------------------------------------
 
 _BATCH_COLUMNS = ("id, user_id, request_token, status, pause_reason, model, ratio, quality, image_format, width, "
-                  "height, style, item_count, credits_per_item, last_started_ms, created_at, updated_at")
-_ITEM_COLUMNS = ("id, batch_id, position, prompt, final_prompt, file_name, status, attempts, charge, charged, "
+                  "height, style, prompt_separator, item_count, credits_per_item, last_started_ms, created_at, "
+                  "updated_at")
+_ITEM_COLUMNS = ("id, batch_id, position, prompt, file_name, status, attempts, charge, charged, "
                  "not_before_ms, lease_until, call_until, worker, error_code, error_message, request_id, result_path, "
                  "result_bytes, result_width, result_height, created_at, started_at, finished_at")
 
@@ -682,20 +695,20 @@ def batch_insert(conn: Connection, user_id: int, token: str, checked, size: tupl
     """Store a batch (status active); return its id."""
     return conn.insert(
         "INSERT INTO batches (user_id, request_token, status, model, ratio, quality, image_format, width, height, "
-        "style, item_count, credits_per_item, created_at, updated_at) "
-        "VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "style, prompt_separator, item_count, credits_per_item, created_at, updated_at) "
+        "VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (user_id, token, checked.model, checked.ratio, checked.quality, checked.image_format, size[0], size[1],
-         checked.style, len(checked.items), checked.credits_per_item, now, now))
+         checked.style, checked.separator, len(checked.items), checked.credits_per_item, now, now))
 
 
-def batch_items_insert(conn: Connection, batch_id: int, items: list[tuple[int, str, str, str]], now: int,
+def batch_items_insert(conn: Connection, batch_id: int, items: list[tuple[int, str, str]], now: int,
                        hold_after: int | None = None) -> None:
-    """Store a batch's items in list order: queued, or held past position `hold_after` (a test run)."""
-    sql = ("INSERT INTO batch_items (batch_id, position, prompt, final_prompt, file_name, status, created_at) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?)")
-    for position, prompt, final_prompt, file_name in items:
+    """Store a batch's items (position, prompt, file name) in list order: queued, or held past `hold_after`."""
+    sql = ("INSERT INTO batch_items (batch_id, position, prompt, file_name, status, created_at) "
+           "VALUES (?, ?, ?, ?, ?, ?)")
+    for position, prompt, file_name in items:
         status = "held" if hold_after is not None and position > hold_after else "queued"
-        conn.execute(sql, (batch_id, position, prompt, final_prompt, file_name, status, now))
+        conn.execute(sql, (batch_id, position, prompt, file_name, status, now))
 
 
 def batch_items_release_held(conn: Connection, batch_id: int) -> int:
@@ -718,6 +731,38 @@ def batches_of(conn: Connection, user_id: int, limit: int = 50) -> list[dict]:
     """A user's batches, newest first."""
     return conn.all(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE user_id = ? ORDER BY id DESC LIMIT ?",
                     (user_id, limit))
+
+
+def batches_open_count(conn: Connection, user_id: int) -> int:
+    """How many of a user's batches are unfinished: active, paused, or holding a test run's rest."""
+    return conn.scalar(
+        "SELECT COUNT(*) AS n FROM batches b WHERE b.user_id = ? AND (b.status IN ('active', 'paused') "
+        "OR EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id AND i.status = 'held'))", (user_id,))
+
+
+def batches_finished(conn: Connection, *, user_id: int | None = None, before: int | None = None,
+                     limit: int = 1000) -> list[dict]:
+    """Finished batches (done or cancelled, nothing held) of one user, or of everyone last changed before a time."""
+    where, params = ["b.status IN ('done', 'cancelled')",
+                     "NOT EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id "
+                     "AND i.status IN ('held', 'queued', 'running'))"], []
+    if user_id is not None:
+        where.append("b.user_id = ?")
+        params.append(user_id)
+    if before is not None:
+        where.append("b.updated_at < ?")
+        params.append(before)
+    return conn.all(f"SELECT b.id, b.user_id FROM batches b WHERE {' AND '.join(where)} ORDER BY b.id LIMIT ?",
+                    (*params, limit))
+
+
+def batch_delete(conn: Connection, batch_id: int) -> list[str]:
+    """Delete a batch and its items; return the result files its items still pointed at."""
+    paths = [row["result_path"] for row in conn.all(
+        "SELECT result_path FROM batch_items WHERE batch_id = ? AND result_path IS NOT NULL", (batch_id,))]
+    conn.execute("DELETE FROM batch_items WHERE batch_id = ?", (batch_id,))
+    conn.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+    return paths
 
 
 def batch_set_status(conn: Connection, batch_id: int, status: str, reason: str | None, now: int) -> None:
@@ -748,7 +793,7 @@ def batch_items_of(conn: Connection, batch_id: int) -> list[dict]:
 
 def batch_items_progress(conn: Connection, batch_id: int) -> list[dict]:
     """A batch's items in list order, with only what its page and its poll show (the poll runs every 2 s)."""
-    return conn.all("SELECT id, position, prompt, final_prompt, file_name, status, error_code, result_bytes, "
+    return conn.all("SELECT id, position, prompt, file_name, status, error_code, result_bytes, "
                     "result_width, result_height, started_at, finished_at FROM batch_items "
                     "WHERE batch_id = ? ORDER BY position", (batch_id,))
 

@@ -64,6 +64,9 @@ def assign(typed_names: list[str | None], prompts: list[str], image_format: str)
     extension = EXTENSIONS[image_format]
     width = max(3, len(str(len(prompts))))
     seen: set[str] = set()
+    # The next suffix to try per stem: each (stem, suffix) candidate is tried at most once, and each one
+    # that fails is a name already taken, so naming n items costs O(n) however many names repeat.
+    next_suffix: dict[str, int] = {}
     result = []
     for index, prompt in enumerate(prompts):
         typed = typed_names[index] if index < len(typed_names) else None
@@ -73,10 +76,15 @@ def assign(typed_names: list[str | None], prompts: list[str], image_format: str)
         generated = not stem
         if generated:
             stem = f"{index + 1:0{width}d}-{slug(prompt)}"
-        unique, counter = stem, 1
-        while unique.casefold() in seen:
-            counter += 1
-            unique = f"{stem}-{counter}"
+        unique, key = stem, stem.casefold()
+        if key in seen:
+            counter = next_suffix.get(key, 1)
+            while True:
+                counter += 1
+                unique = f"{stem}-{counter}"
+                if unique.casefold() not in seen:
+                    break
+            next_suffix[key] = counter
         seen.add(unique.casefold())
         result.append(Named(file_name=unique + extension, typed=typed, cleaned=cleaned,
                             renamed=unique != stem, generated=generated))

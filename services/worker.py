@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import fcntl
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-from services import credits, db, imaging, openai_images
+from services import batches, credits, db, imaging, openai_images
 from services.catalog import Catalog
 from services.config import Settings
 from services.openai_images import ImageAPIError
@@ -230,7 +231,8 @@ def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: s
     try:
         try:
             generated = openai_images.generate(
-                settings.openai_base_url, settings.openai_api_key, model=model.id, prompt=item["final_prompt"],
+                settings.openai_base_url, settings.openai_api_key, model=model.id,
+                prompt=batches.final_prompt(item["prompt"], batch["style"], batch["prompt_separator"]),
                 size=size.request_text, quality=batch["quality"], output_format=batch["image_format"],
                 user=openai_images.user_hash(settings.secret_key, batch["user_id"]),
                 read_timeout=settings.openai_read_timeout)
@@ -379,20 +381,79 @@ def run(settings: Settings, database: db.Database, catalog: Catalog, *, threads:
     return stats
 
 
-def kick(settings: Settings, database: db.Database) -> None:
-    """Make sure a worker is on its way after a batch starts (production: a detached process, unless one is alive)."""
-    if settings.worker_launch != "spawn":
-        return
-    conn = database.connect()
+def slot_dir(settings: Settings) -> Path:
+    """Where the worker processes' slot lock files live (under VAR_DIR, outside the web root)."""
+    return settings.var_dir / "run"
+
+
+def take_slot(settings: Settings) -> int | None:
+    """Lock one of the WORKER_PROCESSES slot files without waiting; its file descriptor, or None when all are taken.
+
+    The lock (flock) belongs to the open file, so it lives exactly as long as the process that
+    holds the descriptor, however that process ends: no stale lease to expire, no heartbeat to
+    guess from. A descriptor passed to a child keeps the lock after the parent closes its copy.
+    """
+    folder = slot_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    for number in range(settings.worker_processes):
+        fd = os.open(folder / f"worker-{number}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return fd
+    return None
+
+
+def slot_held(settings: Settings, fd: int) -> bool:
+    """True when `fd` is one of the slot lock files and this process holds its lock (handed down by kick())."""
     try:
-        beat = db.worker_state_get(conn, "heartbeat")
+        found = os.fstat(fd)
+        slots = [os.stat(slot_dir(settings) / f"worker-{n}.lock") for n in range(settings.worker_processes)]
+        if not any((found.st_dev, found.st_ino) == (slot.st_dev, slot.st_ino) for slot in slots):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # already ours: succeeds at once and changes nothing
+    except OSError:
+        return False
+    return True
+
+
+_children: set[subprocess.Popen] = set()
+_children_lock = threading.Lock()
+
+
+def _reap(child: subprocess.Popen) -> None:
+    """Wait for a spawned worker to end, so it never lingers as a zombie of the web process."""
+    child.wait()
+    with _children_lock:
+        _children.discard(child)
+
+
+def kick(settings: Settings) -> bool:
+    """Start a detached worker process if a slot is free (production); True when one was started.
+
+    At most WORKER_PROCESSES worker processes exist at once, whatever the number of kicks, web
+    processes and cron runs: the slot is taken here, in the web process, and handed to the child
+    with its descriptor. A kick while every slot is taken costs one open() per slot and does
+    nothing. Each child is waited for by a small thread, so none is left a zombie.
+    """
+    if settings.worker_launch != "spawn":
+        return False
+    fd = take_slot(settings)
+    if fd is None:
+        return False
+    try:
+        child = subprocess.Popen(
+            [sys.executable, str(APP_ROOT / "cli.py"), "worker", "--max-seconds", "55", "--slot-fd", str(fd)],
+            cwd=APP_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True, pass_fds=(fd,))
     finally:
-        conn.close()
-    if beat and int(time.time()) - int(beat) < 2 * HEARTBEAT_EVERY:
-        return
-    subprocess.Popen([sys.executable, str(APP_ROOT / "cli.py"), "worker", "--max-seconds", "55"],
-                     cwd=APP_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True, close_fds=True)
+        os.close(fd)  # the child holds the lock now (or, if it could not start, the slot is free again)
+    with _children_lock:
+        _children.add(child)
+    threading.Thread(target=_reap, args=(child,), name="worker-reaper", daemon=True).start()
+    return True
 
 
 def start_thread(settings: Settings, database: db.Database, catalog: Catalog) -> threading.Event:

@@ -165,4 +165,4 @@ def test_a_json_body_past_the_memory_limit_is_refused_with_413(studio, ana):
     _user, client, token = ana
     response = client.post("/api/batches", data=b'{"prompts": "' + b"a" * 2_000_000 + b'"}',
                            content_type="application/json", headers={"X-CSRF-Token": token})
-    assert response.status_code == 413 and response.json["error"]["code"] == "bad_request"
+    assert response.status_code == 413 and response.json["error"]["code"] == "too_large"

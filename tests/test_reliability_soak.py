@@ -267,7 +267,7 @@ def test_two_hundred_items_survive_faults_and_killed_workers(make_app, database,
             batch_ids.append(batch_id)
             owners[batch_id] = user
     cost = {b["id"]: b["credits_per_item"] for b in (db.batch_get(conn, i) for i in batch_ids)}
-    by_prompt = {item["final_prompt"]: item for item in all_items(conn, batch_ids)}
+    by_prompt = {item["prompt"]: item for item in all_items(conn, batch_ids)}
     assert len(by_prompt) == ITEMS
     first_charge = {item["charge"] for item in by_prompt.values()}
     assert len(first_charge) == 1
@@ -346,7 +346,7 @@ def test_two_hundred_items_survive_faults_and_killed_workers(make_app, database,
             (late if call.seconds >= 1.0 else made)[call.prompt] += 1
             made_ids[call.request_id] = call.prompt
     for item in items:
-        prompt, kills = item["final_prompt"], interrupted[item["id"]]
+        prompt, kills = item["prompt"], interrupted[item["id"]]
         refused = marker in prompt
         if item["status"] in ("done", "delivered"):
             assert not refused, item
@@ -363,7 +363,7 @@ def test_two_hundred_items_survive_faults_and_killed_workers(make_app, database,
                 assert counted[prompt] + kills >= worker.MAX_ATTEMPTS, (item, counted[prompt], kills)
         if not kills:
             assert counted[prompt] <= worker.MAX_ATTEMPTS, (item, counted[prompt])  # 429s never use up attempts
-    assert all(item["status"] == "failed" for item in items if marker in item["final_prompt"])
+    assert all(item["status"] == "failed" for item in items if marker in item["prompt"])
 
     # Credits: one reservation per item and charge, a refund for each failure, balances that add up.
     ledger = conn.all("SELECT user_id, delta, reason, reference FROM credit_ledger "

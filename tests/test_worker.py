@@ -201,7 +201,7 @@ def test_two_worker_processes_share_fifty_items_without_doing_one_twice(studio, 
     rows = items(conn, batch_id)
     assert [r["status"] for r in rows] == ["done"] * 50
     prompts = [r["prompt"] for r in fake_openai.requests]
-    assert sorted(prompts) == sorted({r["final_prompt"] for r in rows}) and len(prompts) == 50
+    assert sorted(prompts) == sorted({r["prompt"] for r in rows}) and len(prompts) == 50
     assert all("done" in out for out in outputs), outputs  # both processes took a share
     assert fake_openai.max_in_flight <= 4
     assert credits.balance(conn, user) == 300 - 50 * 2
