@@ -116,6 +116,14 @@ def register(app: web.App) -> None:
         web.remember_session(sessions.rotate(web.conn(), app.settings, session, web.now(), user_id))
         web.redirect(safe_next(next_path, "/account"))
 
+    @app.get("/logout")
+    def show_sign_out():
+        """The sign-out page: its POST form and, with JavaScript, "Also remove my images from this browser"."""
+        user = web.current_user()
+        if user is None:
+            web.redirect("/")
+        return web.render("auth/logout.html", batch_ids=batches.owned_ids(web.conn(), user["id"]))
+
     @app.post("/logout")
     def sign_out():
         """End the session (POST with the CSRF token only) and go to the home page."""

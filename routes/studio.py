@@ -269,4 +269,5 @@ def register(app: web.App) -> None:
     def show_library():
         """The batches kept in this browser (library.js), and the account's latest batches."""
         user = signed_in("/library")
-        return web.render("studio/library.html", recent=batches.recent(web.conn(), user["id"]))
+        return web.render("studio/library.html", recent=batches.recent(web.conn(), user["id"]),
+                          batch_ids=batches.owned_ids(web.conn(), user["id"]))

@@ -330,9 +330,17 @@ def recent(conn: db.Connection, user_id: int, limit: int = 20) -> list[dict]:
     return db.batches_of(conn, user_id, limit)
 
 
+OWNED_IDS = 1000  # the most batch ids a page vouches for (the browser adopts its rows kept from before owners)
+
+
+def owned_ids(conn: db.Connection, user_id: int) -> list[int]:
+    """The ids of the user's latest batches: the browser may adopt its rows of them that carry no owner yet."""
+    return [row["id"] for row in db.batches_of(conn, user_id, OWNED_IDS, ids_only=True)]
+
+
 def finished_count(conn: db.Connection, user_id: int) -> int:
     """How many finished batches the site keeps for the user (the account page offers to delete them)."""
-    return len(db.batches_finished(conn, user_id=user_id))
+    return db.batches_finished_count(conn, user_id)
 
 
 def delete_history(conn: db.Connection, settings_results: Path, user_id: int) -> int:

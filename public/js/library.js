@@ -1,5 +1,5 @@
 // The library page: the batches kept in this browser, their size, ZIP and delete; storage used.
-import {listBatches, imagesOf, deleteBatch} from './store.js';
+import {listBatches, imagesOf, deleteBatch, adopt} from './store.js';
 import {fill, zipButton} from './zip.js';
 
 const $ = id => document.getElementById(id);
@@ -89,7 +89,10 @@ function start() {
   });
   storage();
 
-  listBatches()
+  // Rows kept from before they carried their owner are shown once the server says their batch is this subscriber's.
+  adopt((t.batchIds || '').split(' ').filter(Boolean).map(Number))
+    .catch(() => {})
+    .then(listBatches)
     .then(async batches => {
       batches.sort((a, b) => b.createdAt - a.createdAt || b.id - a.id);
       for (const batch of batches) list.append(await row(batch));

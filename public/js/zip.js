@@ -5,11 +5,17 @@ import {getBatch, imagesOf} from './store.js';
 // Fills {placeholders} in a translated string.
 export const fill = (text, values) => (text || '').replace(/\{(\w+)\}/g, (m, k) => k in values ? values[k] : m);
 
-// One CSV cell (RFC 4180), with formula-like text defused (CSV injection).
+// One CSV cell (RFC 4180), always quoted, with formulas defused (CSV injection, OWASP): tab, CR and LF
+// become spaces, and a ' goes before a formula character (= + - @, or its full-width twin) that starts
+// the cell or follows a , or ; inside it (after spaces or quotes), where a reader splitting on the
+// other delimiter would start a cell of its own.
+const FORMULA = /^[\s\x1c-\x1f\x85"]*[=+\-@\uff1d\uff0b\uff0d\uff20]/;
+const INSIDE = /([,;][\s\x1c-\x1f\x85"]*)(?=[=+\-@\uff1d\uff0b\uff0d\uff20])/g;
+
 function cell(value) {
-  let s = value == null ? '' : String(value);
-  if (/^[=+\-@\t\r]/.test(s)) s = "'" + s;
-  return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+  let s = (value == null ? '' : String(value)).replace(/[\t\r\n]/g, ' ').replace(INSIDE, "$1'");
+  if (FORMULA.test(s)) s = "'" + s;
+  return '"' + s.replace(/"/g, '""') + '"';
 }
 
 // manifest.csv for a batch record; `names` holds the file names packed in the ZIP.
