@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import fcntl
 import json
 import logging
 import os
@@ -38,6 +37,11 @@ import time
 from pathlib import Path
 
 from services import batches, credits, db, imaging, openai_images
+
+try:
+    import fcntl
+except ImportError:  # Windows, where only the demo runs (its worker is a thread): no slot is ever locked
+    fcntl = None
 from services.catalog import Catalog
 from services.config import Settings
 from services.openai_images import ImageAPIError
@@ -397,6 +401,8 @@ def take_slot(settings: Settings) -> int | None:
     folder.mkdir(parents=True, exist_ok=True)
     for number in range(settings.worker_processes):
         fd = os.open(folder / f"worker-{number}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        if fcntl is None:
+            return fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -413,7 +419,8 @@ def slot_held(settings: Settings, fd: int) -> bool:
         slots = [os.stat(slot_dir(settings) / f"worker-{n}.lock") for n in range(settings.worker_processes)]
         if not any((found.st_dev, found.st_ino) == (slot.st_dev, slot.st_ino) for slot in slots):
             return False
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # already ours: succeeds at once and changes nothing
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # already ours: succeeds at once and changes nothing
     except OSError:
         return False
     return True

@@ -73,7 +73,8 @@ def test_review_errors_come_back_as_422_with_every_problem(studio, ana):
     assert create(client, token, quality="ultra").json["error"]["message"] == "Choose one of the model's qualities."
     client.set_cookie("lang", "es")
     spanish = create(client, token, prompts="x\n" * 201)
-    assert spanish.json["error"]["message"] == "Son 201 prompts; un lote admite como máximo 200."
+    assert spanish.json["error"]["message"] == \
+        "Son 201 prompts, 1 por encima del límite: un lote admite como máximo 200."
 
 
 def test_a_csv_upload_creates_the_batch(studio, ana):
@@ -163,6 +164,6 @@ def test_values_of_the_wrong_type_are_ignored_not_a_500(studio, ana):
 
 def test_a_json_body_past_the_memory_limit_is_refused_with_413(studio, ana):
     _user, client, token = ana
-    response = client.post("/api/batches", data=b'{"prompts": "' + b"a" * 2_000_000 + b'"}',
+    response = client.post("/api/batches", data=b'{"prompts": "' + b"a" * 2_100_000 + b'"}',
                            content_type="application/json", headers={"X-CSRF-Token": token})
     assert response.status_code == 413 and response.json["error"]["code"] == "too_large"
