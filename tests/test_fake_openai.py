@@ -29,6 +29,8 @@ from tools.fake_openai import (  # noqa: E402
     go_duration,
     mask_key,
     parse_args,
+    usage_cost,
+    usage_for,
     valid_size,
 )
 
@@ -507,3 +509,183 @@ def test_the_command_line_builds_a_configured_stand_in():
         assert fake._rates == {"server_error": 0.25}
     finally:
         fake.stop()
+
+
+# --- GPT Image 2.5 and 2.6 -------------------------------------------------------------------------
+
+FLARE_25, SUNBURST_25 = "gpt-image-2.5-flare", "gpt-image-2.5-sunburst"
+FLARE_26, SUNBURST_26 = "gpt-image-2.6-flare", "gpt-image-2.6-sunburst"
+NEW_MODELS = [FLARE_25, SUNBURST_25, "gpt-image-2.5-flare-2026-09-08", "gpt-image-2.5-sunburst-2026-09-08", FLARE_26,
+              SUNBURST_26]
+FLEXIBLE_MODELS = ["gpt-image-2", "gpt-image-2-2026-04-21", *NEW_MODELS]
+WITHOUT_COMPLEXITY = [m for m in MODELS if m not in (FLARE_26, SUNBURST_26)]
+LADDER = ["low", "medium", "high", "xhigh", "max"]
+EDGE_SIZES = ["1024x640", "640x1024", "3840x2160", "2160x3840", "2880x2880", "3840x1280", "1280x3840", "auto"]
+BAD_SIZES = {
+    "3856x2160": "Invalid size '3856x2160'. The longest edge must be at most 3840 pixels.",
+    "1360x1020": "Invalid size '1360x1020'. Width and height must both be divisible by 16.",  # 1020 = 17 x 60
+    "3088x1024": "Invalid size '3088x1024'. The ratio of the longest edge to the shortest must be at most 3:1.",
+    "1008x640": "Invalid size '1008x640'. The total number of pixels must be between 655360 and 8294400.",
+    "3840x2176": "Invalid size '3840x2176'. The total number of pixels must be between 655360 and 8294400.",
+    "4k": "Invalid size '4k'. Expected WIDTHxHEIGHT, for example '1824x1024'.",
+}
+
+
+def test_the_edge_sizes_are_what_the_rules_say():
+    assert 1024 * 640 == 655_360 and 3840 * 2160 == 2880 * 2880 == 8_294_400
+    assert 1008 * 640 < 655_360 and 3840 * 2176 > 8_294_400 and 3088 / 1024 > 3 and 1020 % 17 == 0 != 1020 % 16
+
+
+@pytest.mark.parametrize("model", FLEXIBLE_MODELS)
+def test_every_flexible_model_takes_the_edge_sizes_and_refuses_each_broken_rule(model):
+    assert all(valid_size(model, size) for size in EDGE_SIZES)
+    assert not any(valid_size(model, size) for size in BAD_SIZES)
+
+
+@pytest.mark.parametrize("model", [FLARE_25, SUNBURST_26])
+def test_a_broken_size_rule_gets_openais_size_error(fake, model):
+    for size, message in BAD_SIZES.items():
+        response = call(fake, {"model": model, "prompt": "x", "size": size})
+        assert response.status_code == 400, size
+        assert error_of(response) == {"message": message, "type": "image_generation_user_error", "param": "size",
+                                      "code": "invalid_value"}
+    assert fake.count_by_status == {400: len(BAD_SIZES)}
+
+
+@pytest.mark.parametrize("model", NEW_MODELS)
+@pytest.mark.parametrize("quality", ["xhigh", "max"])
+def test_the_new_models_take_xhigh_and_max(fake, model, quality):
+    response = call(fake, {"model": model, "prompt": "a kite", "quality": quality, "size": "1024x640"})
+    assert response.status_code == 200, response.text
+    assert response.json()["quality"] == quality
+    assert decoded(response).size == (1024, 640)
+
+
+@pytest.mark.parametrize("model", ["gpt-image-2", "gpt-image-2-2026-04-21", "gpt-image-1.5", "gpt-image-1-mini",
+                                   "gpt-image-1"])
+@pytest.mark.parametrize("quality", ["xhigh", "max"])
+def test_older_models_refuse_xhigh_and_max(fake, model, quality):
+    response = call(fake, {"model": model, "prompt": "a kite", "quality": quality})
+    assert response.status_code == 400
+    assert error_of(response) == {
+        "message": f"Invalid value: '{quality}'. Supported values are: 'low', 'medium', 'high', and 'auto'.",
+        "type": "invalid_request_error", "param": "quality", "code": "invalid_value"}
+
+
+def test_a_quality_no_model_takes_lists_the_models_own_ladder(fake):
+    response = call(fake, {"model": FLARE_26, "prompt": "x", "quality": "ultra"})
+    assert error_of(response) == {
+        "message": "Invalid value: 'ultra'. Supported values are: 'low', 'medium', 'high', 'xhigh', 'max', and "
+                   "'auto'.", "type": "invalid_request_error", "param": "quality", "code": "invalid_value"}
+
+
+@pytest.mark.parametrize("model", [FLARE_26, SUNBURST_26])
+def test_the_2_6_models_take_complexity(fake, model):
+    for complexity in ("low", "medium", "high", None):
+        body = {"model": model, "prompt": "a poster", "quality": "low"}
+        if complexity is not None:
+            body["complexity"] = complexity
+        response = call(fake, body)
+        assert response.status_code == 200, response.text
+    bad = call(fake, {"model": model, "prompt": "x", "complexity": "extreme"})
+    assert error_of(bad) == {"message": "Invalid value: 'extreme'. Supported values are: 'low', 'medium', and 'high'.",
+                             "type": "invalid_request_error", "param": "complexity", "code": "invalid_value"}
+    wrong_type = call(fake, {"model": model, "prompt": "x", "complexity": 2})
+    assert error_of(wrong_type) == {
+        "message": "Invalid type for 'complexity': expected one of 'low', 'medium', or 'high', but got an integer "
+                   "instead.", "type": "invalid_request_error", "param": "complexity", "code": "invalid_type"}
+
+
+@pytest.mark.parametrize("model", WITHOUT_COMPLEXITY)
+def test_complexity_is_an_unknown_parameter_for_every_other_model(fake, model):
+    response = call(fake, {"model": model, "prompt": "x", "complexity": "high"})
+    assert response.status_code == 400
+    assert error_of(response) == {"message": "Unknown parameter: 'complexity'.", "type": "invalid_request_error",
+                                  "param": "complexity", "code": "unknown_parameter"}
+
+
+def test_requests_show_quality_and_complexity_as_sent(fake):
+    sent = [{"model": FLARE_26, "prompt": "a", "quality": "max", "complexity": "low"},
+            {"model": SUNBURST_26, "prompt": "b", "quality": "low"},
+            {"model": SUNBURST_25, "prompt": "c", "quality": "xhigh"},
+            {"model": "gpt-image-2", "prompt": "d"}]
+    assert [call(fake, body).status_code for body in sent] == [200, 200, 200, 200]
+    assert fake.requests == sent
+    assert [r.get("complexity") for r in fake.requests if r["model"].startswith("gpt-image-2.6")] == ["low", None]
+    assert not [r for r in fake.requests if not r["model"].startswith("gpt-image-2.6") and "complexity" in r]
+    assert [r.get("quality") for r in fake.requests] == ["max", "low", "xhigh", None]
+
+
+def test_the_new_models_take_transparent_backgrounds(fake):
+    for model in (FLARE_25, SUNBURST_26):
+        response = call(fake, {"model": model, "prompt": "a sticker", "background": "transparent", "quality": "low"})
+        assert response.status_code == 200, response.text
+        assert response.json()["background"] == "transparent" and decoded(response).mode == "RGBA"
+
+
+@pytest.mark.parametrize("model", NEW_MODELS)
+def test_usage_is_in_every_answer_and_matches_usage_for(fake, model):
+    response = call(fake, {"model": model, "prompt": "a harbour at night with lanterns", "size": "2048x1152",
+                           "quality": "medium", "n": 2})
+    assert response.status_code == 200, response.text
+    usage = response.json()["usage"]
+    complexity = "high" if MODELS[model]["complexities"] else None
+    assert usage == usage_for(model, 2048, 1152, "medium", "a harbour at night with lanterns", complexity, n=2)
+    assert set(usage) == {"input_tokens", "input_tokens_details", "output_tokens", "output_tokens_details",
+                          "total_tokens"}
+    assert set(usage["input_tokens_details"]) == {"text_tokens", "image_tokens"}
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
+def test_usage_grows_with_pixels_and_quality_and_not_with_complexity():
+    prompt = "p" * 41
+    by_size = [usage_for(FLARE_26, w, h, "high", prompt)["output_tokens"]
+               for w, h in ((1024, 640), (1024, 1024), (1536, 1024), (2048, 1152), (3840, 2160))]
+    assert by_size == sorted(set(by_size)) and by_size[0] > 0
+    by_quality = [usage_for(SUNBURST_25, 1024, 1024, q, prompt)["output_tokens"] for q in LADDER]
+    assert by_quality == sorted(set(by_quality))
+    assert by_quality == [272, 1056, 4160, 8320, 16640]
+    assert usage_for(FLARE_26, 3840, 2160, "max", prompt)["output_tokens"] == round(16640 * 3840 * 2160 / 1024**2)
+    assert {usage_for(FLARE_26, 1024, 1024, "low", prompt, c)["output_tokens"] for c in ("low", "medium", "high")} \
+        == {272}
+    assert usage_for(FLARE_26, 1024, 1024, "auto", prompt) == usage_for(FLARE_26, 1024, 1024, "high", prompt)
+    assert usage_for(FLARE_26, 1024, 1024, "low", prompt)["input_tokens_details"] == {"text_tokens": 11,
+                                                                                      "image_tokens": 0}
+    assert usage_for(FLARE_26, 1024, 1024, "low", prompt, n=3)["output_tokens"] == 3 * 272
+    assert usage_cost(usage_for(FLARE_26, 1024, 1024, "high", "p" * 400)) == pytest.approx(
+        (100 * 5 + 4160 * 30) / 1_000_000)
+
+
+def test_usage_for_refuses_what_the_api_refuses():
+    with pytest.raises(ValueError):
+        usage_for("gpt-image-2", 1024, 1024, "xhigh", "x")
+    with pytest.raises(ValueError):
+        usage_for(FLARE_25, 1024, 1024, "high", "x", complexity="low")
+    with pytest.raises(ValueError):
+        usage_for(FLARE_26, 1024, 1024, "high", "x", complexity="extreme")
+    with pytest.raises(ValueError):
+        usage_for("dall-e-3", 1024, 1024, "high", "x")
+
+
+@pytest.mark.parametrize("size", ["3840x2160", "2160x3840", "2880x2880", "1024x640"])
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_big_images_decode_at_exactly_their_size(fake, size, fmt):
+    response = call(fake, {"model": FLARE_26, "prompt": f"a city skyline {size}", "size": size, "quality": "max",
+                           "output_format": fmt}, timeout=20)
+    assert response.status_code == 200, response.text
+    assert response.json()["size"] == size
+    image = decoded(response)
+    assert f"{image.width}x{image.height}" == size and image.format == PIL_FORMATS[fmt]
+    image.load()  # the whole image decodes, not just its header
+
+
+def test_models_list_the_new_ids_and_keep_the_old_ones(fake):
+    body = call(fake, method="GET", path="/v1/models").json()
+    assert body["object"] == "list"
+    ids = [m["id"] for m in body["data"]]
+    assert set(NEW_MODELS) | {"gpt-image-2", "gpt-image-2-2026-04-21", "gpt-image-1.5", "gpt-image-1-mini",
+                              "gpt-image-1"} == set(ids)
+    assert all(set(m) == {"id", "object", "created", "owned_by"} and m["object"] == "model" for m in body["data"])
+    one = call(fake, method="GET", path=f"/v1/models/{SUNBURST_26}").json()
+    assert one == {"id": SUNBURST_26, "object": "model", "created": MODELS[SUNBURST_26]["created"],
+                   "owned_by": "system"}

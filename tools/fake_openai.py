@@ -24,6 +24,23 @@ Real behaviours copied, and where they were read (2026):
   '1824x1024'." and "Invalid size '1792x936'. Width and height must both be divisible by 16."
   (jezweb/claude-skills#91 and a public conformance matrix of live gpt-image-2 probes). The other
   three limits have no published wording: the messages for them are this stand-in's own.
+* GPT Image 2.5 and 2.6 (read 2026-12): the model ids ``gpt-image-2.5-flare``,
+  ``gpt-image-2.5-sunburst`` (and their ``-2026-09-08`` snapshots), ``gpt-image-2.6-flare``,
+  ``gpt-image-2.6-sunburst`` and the ``gpt-image-2-2026-04-21`` snapshot come from the "Create
+  image" reference (developers.openai.com/api/reference/resources/images/methods/generate), which
+  also says the 2.5 models take ``transparent`` and ``opaque`` backgrounds, that ``gpt-image-1``
+  was shut down on 2026-10-23 and ``dall-e-2``/``dall-e-3`` retired on 2026-05-12 (the stand-in
+  still serves ``gpt-image-1`` and never served DALL-E). The 2.6 models take ``complexity``
+  (``low``/``medium``/``high``, ``high`` when left out, no extra charge) and transparent
+  backgrounds (OpenAI's image-generation guide, ko-KR edition, and the GPT Image 2.6 prompting
+  guide). Their ``quality`` adds ``xhigh`` and ``max`` to low/medium/high/auto; ``gpt-image-2``
+  stops at ``high``. All of them use the ``gpt-image-2`` size rules and errors above. A quality a
+  model lacks gets the enum wording above ("Invalid value: 'xhigh'. Supported values are: 'low',
+  'medium', 'high', and 'auto'." / ``invalid_value``); ``complexity`` sent to any other model is
+  an unknown key ("Unknown parameter: 'complexity'." / ``unknown_parameter``) and a wrong value
+  is "Invalid value: 'x'. Supported values are: 'low', 'medium', and 'high'." Neither wording was
+  found published for these two cases: they follow OpenAI's generic envelopes. The 2.6 GIF and
+  SVG outputs are not served.
 * ``gpt-image-1.5``, ``gpt-image-1-mini``, ``gpt-image-1``: sizes 1024x1024, 1024x1536,
   1536x1024, auto; a wrong one gets ``invalid_request_error`` / ``invalid_value`` / ``size``:
   "Invalid value: '1254x836'. Supported values are: '1024x1024', '1024x1536', '1536x1024', and
@@ -74,18 +91,30 @@ Where the stand-in differs from OpenAI (on purpose):
   long by default. OpenAI's rate-limit guide warns that limits "may be quantized", enforced over
   shorter periods (60,000 a minute as 1,000 a second): ``window_seconds`` (``--window-seconds``)
   shortens the window and scales the limit to it (at least 1), so a client cannot burst a whole
-  minute's images at once. ``x-ratelimit-reset-*`` says when the oldest image in the window leaves it, that is when
-  the next one fits (OpenAI documents the time until the limit is back to full; in a rolling
-  window that is always about 60 s right after a call, which tells a client nothing). Without a
+  minute's images at once; the ``x-ratelimit-limit-*`` and ``-remaining-*`` headers still give
+  per-minute figures, as OpenAI's do. ``x-ratelimit-reset-*`` says when the oldest image in the
+  window leaves it, that is when the next one fits (OpenAI documents the time until the limit is
+  back to full; in a rolling window that is always about 60 s right after a call, which tells a
+  client nothing). Without a
   limit no ``x-ratelimit-*`` headers are sent. Injected faults never use the window.
 * ``quality: auto`` answers ``high``, ``background: auto`` answers ``opaque``, ``size: auto``
-  answers 1024x1024. Token counts are estimates (text: a token per 4 characters; image: 272 /
-  1056 / 4160 tokens per 1024x1024 at low / medium / high, scaled by pixel count).
+  answers 1024x1024; ``complexity`` left out on a 2.6 model means ``high``.
+* ``usage`` is in every 200 with images, from ``usage_for(model, width, height, quality, prompt,
+  complexity=None, n=1)``, a pure function other tests can call: text input tokens =
+  max(1, ceil(len(prompt) / 4)), no image input tokens; output (image) tokens =
+  round(TOKENS_1024[quality] * width * height / 1024**2) * n with TOKENS_1024 = 272 / 1056 / 4160
+  / 8320 / 16640 for low / medium / high / xhigh / max (``auto`` counts as ``high``). So tokens
+  grow with pixel count and quality, and not with ``complexity`` (OpenAI: no extra charge). The
+  numbers are this stand-in's estimates, not OpenAI's. ``output_tokens_details`` (optional in
+  openai-python's ``ImagesResponse.Usage``) is sent too. ``usage_cost(usage)`` prices it at
+  USD 5 / 8 / 30 per 1M text input / image input / image output tokens.
 * JPEG and WebP use quality 85 unless ``output_compression`` is sent (OpenAI's default is 100),
-  WebP method 0, PNG compression level 1: a 1536x1024 PNG takes about 20 ms.
+  WebP method 0, PNG compression level 1: a 1536x1024 PNG takes about 20 ms; a 3840x2160 PNG or
+  WebP 0.08 to 0.14 s and a JPEG 0.02 to 0.06 s on a 2-core machine.
 * ``transparent`` with ``jpeg`` gets a 400 with this stand-in's own wording.
 * ``fake.requests`` records every authenticated JSON body sent to /images/generations, valid or
-  not; ``count_by_status``, ``in_flight`` and ``max_in_flight`` count only that endpoint.
+  not, as sent (``quality`` and ``complexity`` included, or absent when the client left them out);
+  ``count_by_status``, ``in_flight`` and ``max_in_flight`` count only that endpoint.
 
 Python use::
 
@@ -144,6 +173,9 @@ except ImportError:  # run as a file (python tools/<stand-in>.py): tools/ itself
 log = logging.getLogger("tools.fake_openai")
 
 QUALITIES = ("low", "medium", "high", "auto")
+QUALITIES_2_5 = ("low", "medium", "high", "xhigh", "max", "auto")  # GPT Image 2.5 and 2.6 add xhigh and max
+COMPLEXITIES = ("low", "medium", "high")  # GPT Image 2.6 only; "high" when left out
+DEFAULT_COMPLEXITY = "high"
 FORMATS = ("png", "webp", "jpeg")  # the order OpenAI's error message lists them in
 BACKGROUNDS = ("transparent", "opaque", "auto")
 MODERATIONS = ("auto", "low")
@@ -152,17 +184,28 @@ AUTO_SIZE = "1024x1024"
 FLEXIBLE_SIZE = {"multiple": 16, "max_edge": 3840, "max_ratio": 3, "min_pixels": 655_360, "max_pixels": 8_294_400}
 MAX_PROMPT_CHARS = 32_000
 
+
+def _model(created: int, *, flexible: bool, qualities=QUALITIES, backgrounds=BACKGROUNDS, complexities=None) -> dict:
+    return {"sizes": None if flexible else FIXED_SIZES, "flexible": FLEXIBLE_SIZE if flexible else None,
+            "qualities": qualities, "formats": FORMATS, "backgrounds": backgrounds,
+            "complexities": complexities, "max_prompt_chars": MAX_PROMPT_CHARS, "created": created}
+
+
 #: The image models the stand-in serves and their rules. ``sizes`` is the fixed list, or None when
-#: ``flexible`` (the constraints) applies. ``created`` is a plausible date, not OpenAI's own.
+#: ``flexible`` (the constraints) applies; ``complexities`` is None for a model that has no ``complexity``
+#: parameter. ``created`` is the release day where OpenAI gave one, otherwise a plausible date.
 MODELS: dict[str, dict] = {
-    "gpt-image-2": {"sizes": None, "flexible": FLEXIBLE_SIZE, "qualities": QUALITIES, "formats": FORMATS,
-                    "backgrounds": ("opaque", "auto"), "max_prompt_chars": MAX_PROMPT_CHARS, "created": 1776729600},
-    "gpt-image-1.5": {"sizes": FIXED_SIZES, "flexible": None, "qualities": QUALITIES, "formats": FORMATS,
-                      "backgrounds": BACKGROUNDS, "max_prompt_chars": MAX_PROMPT_CHARS, "created": 1765843200},
-    "gpt-image-1-mini": {"sizes": FIXED_SIZES, "flexible": None, "qualities": QUALITIES, "formats": FORMATS,
-                         "backgrounds": BACKGROUNDS, "max_prompt_chars": MAX_PROMPT_CHARS, "created": 1759708800},
-    "gpt-image-1": {"sizes": FIXED_SIZES, "flexible": None, "qualities": QUALITIES, "formats": FORMATS,
-                    "backgrounds": BACKGROUNDS, "max_prompt_chars": MAX_PROMPT_CHARS, "created": 1745388000},
+    "gpt-image-2": _model(1776729600, flexible=True, backgrounds=("opaque", "auto")),
+    "gpt-image-1.5": _model(1765843200, flexible=False),
+    "gpt-image-1-mini": _model(1759708800, flexible=False),
+    "gpt-image-1": _model(1745388000, flexible=False),
+    "gpt-image-2-2026-04-21": _model(1776729600, flexible=True, backgrounds=("opaque", "auto")),
+    "gpt-image-2.5-flare": _model(1788825600, flexible=True, qualities=QUALITIES_2_5),
+    "gpt-image-2.5-flare-2026-09-08": _model(1788825600, flexible=True, qualities=QUALITIES_2_5),
+    "gpt-image-2.5-sunburst": _model(1788825600, flexible=True, qualities=QUALITIES_2_5),
+    "gpt-image-2.5-sunburst-2026-09-08": _model(1788825600, flexible=True, qualities=QUALITIES_2_5),
+    "gpt-image-2.6-flare": _model(1793750400, flexible=True, qualities=QUALITIES_2_5, complexities=COMPLEXITIES),
+    "gpt-image-2.6-sunburst": _model(1793750400, flexible=True, qualities=QUALITIES_2_5, complexities=COMPLEXITIES),
 }
 
 FAULT_KINDS = ("rate_limit", "insufficient_quota", "server_error", "unavailable", "bad_gateway", "hang", "malformed",
@@ -172,7 +215,9 @@ KNOWN_PARAMS = ("model", "prompt", "n", "size", "quality", "output_format", "out
 ORGANIZATION = "org-fake-images-in-bulk"
 WINDOW_SECONDS = 60.0
 MAX_BODY = 1024 * 1024
-TOKENS_1024 = {"low": 272, "medium": 1056, "high": 4160}
+#: Output tokens of one 1024x1024 image per quality (see usage_for); USD per 1M tokens (see usage_cost).
+TOKENS_1024 = {"low": 272, "medium": 1056, "high": 4160, "xhigh": 8320, "max": 16640}
+PRICE_PER_MILLION = {"text_input": 5.0, "image_input": 8.0, "image_output": 30.0}
 DOCS = "https://platform.openai.com/docs/guides/error-codes/api-errors"
 SIZE_RE = re.compile(r"^([0-9]+)x([0-9]+)$")
 BAD_GATEWAY_HTML = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -366,12 +411,30 @@ def render_image(prompt: str, width: int, height: int, output_format: str = "png
     return out.getvalue()
 
 
-def _usage(prompt: str, width: int, height: int, quality: str, n: int) -> dict:
+def usage_for(model: str, width: int, height: int, quality: str, prompt: str, complexity: str | None = None,
+              n: int = 1) -> dict:
+    """The ``usage`` object the stand-in answers for these settings (the formula is in the module docstring)."""
+    rules = MODELS.get(model)
+    if rules is None:
+        raise ValueError(f"unknown model {model!r}")
+    if quality not in rules["qualities"]:
+        raise ValueError(f"{model} takes quality {rules['qualities']}, not {quality!r}")
+    if complexity is not None and complexity not in (rules["complexities"] or ()):
+        raise ValueError(f"{model} takes complexity {rules['complexities']}, not {complexity!r}")
+    quality = "high" if quality == "auto" else quality
     text_tokens = max(1, math.ceil(len(prompt) / 4))
-    image_tokens = round(TOKENS_1024[quality] * width * height / (1024 * 1024)) * n
+    image_tokens = round(TOKENS_1024[quality] * width * height / (1024 * 1024)) * n  # complexity: no extra tokens
     return {"input_tokens": text_tokens, "input_tokens_details": {"image_tokens": 0, "text_tokens": text_tokens},
             "output_tokens": image_tokens, "output_tokens_details": {"image_tokens": image_tokens, "text_tokens": 0},
             "total_tokens": text_tokens + image_tokens}
+
+
+def usage_cost(usage: dict) -> float:
+    """What a ``usage`` object costs in USD at the GPT Image 2.x token prices (PRICE_PER_MILLION)."""
+    details = usage["input_tokens_details"]
+    return (details["text_tokens"] * PRICE_PER_MILLION["text_input"]
+            + details["image_tokens"] * PRICE_PER_MILLION["image_input"]
+            + usage["output_tokens"] * PRICE_PER_MILLION["image_output"]) / 1_000_000
 
 
 # ----- the stand-in ----------------------------------------------------------------------------------
@@ -401,6 +464,7 @@ class _Order:
     output_format: str
     background: str
     compression: int | None
+    complexity: str | None = None
 
 
 class FakeOpenAI(ServedStandIn):
@@ -541,8 +605,9 @@ class FakeOpenAI(ServedStandIn):
             raise ApiError(400, f"The model '{model}' does not exist.", type_="image_generation_user_error",
                            param="model", code="invalid_value")
         rules = MODELS[model]
+        known = KNOWN_PARAMS + (("complexity",) if rules["complexities"] else ())
         for key in body:
-            if key not in KNOWN_PARAMS:
+            if key not in known:
                 raise ApiError(400, f"Unknown parameter: '{key}'.", param=key, code="unknown_parameter")
         if "prompt" not in body:
             raise ApiError(400, "Missing required parameter: 'prompt'.", param="prompt",
@@ -561,6 +626,9 @@ class FakeOpenAI(ServedStandIn):
         compression = _integer(body, "output_compression", 0, 100, None)
         _integer(body, "partial_images", 0, 3, 0)
         quality = _enum(body, "quality", rules["qualities"], "auto")
+        complexity = None
+        if rules["complexities"]:
+            complexity = _enum(body, "complexity", rules["complexities"], DEFAULT_COMPLEXITY)
         output_format = _enum(body, "output_format", rules["formats"], "png")
         background = _enum(body, "background", BACKGROUNDS, "auto")
         _enum(body, "moderation", MODERATIONS, "auto")
@@ -580,7 +648,7 @@ class FakeOpenAI(ServedStandIn):
         return _Order(model=model, prompt=prompt, n=n, size=f"{width}x{height}", width=width, height=height,
                       quality="high" if quality == "auto" else quality, output_format=output_format,
                       background="transparent" if background == "transparent" else "opaque",
-                      compression=compression)
+                      compression=compression, complexity=complexity)
 
     def _admit(self, model: str, images: int) -> dict:
         """Take room in the rolling window for these images, or raise the 429; returns the x-ratelimit headers."""
@@ -602,7 +670,7 @@ class FakeOpenAI(ServedStandIn):
                         break
                 else:
                     wait = span
-                headers = self._ratelimit_headers(limit, max(0, limit - used), wait)
+                headers = self._ratelimit_headers(self._per_minute(limit), self._per_minute(max(0, limit - used)), wait)
                 headers.update({"retry-after": str(max(1, math.ceil(wait))),
                                 "retry-after-ms": str(math.ceil(wait * 1000))})
                 raise ApiError(429, f"Rate limit reached for {model} in organization {ORGANIZATION} on images per min "
@@ -611,7 +679,11 @@ class FakeOpenAI(ServedStandIn):
                                     "learn more.", type_="requests", code="rate_limit_exceeded", headers=headers)
             self._window.append((now, images))
             reset = self._window[0][0] + span - now
-            return self._ratelimit_headers(limit, limit - used - images, reset)
+            return self._ratelimit_headers(self._per_minute(limit), self._per_minute(limit - used - images), reset)
+
+    def _per_minute(self, count: int) -> int:
+        """A count in the shortened window as the per-minute figure OpenAI's headers give (limits are per minute)."""
+        return int(count * WINDOW_SECONDS / self.window_seconds)
 
     @staticmethod
     def _ratelimit_headers(limit: int, remaining: int, reset: float) -> dict:
@@ -693,7 +765,8 @@ class FakeOpenAI(ServedStandIn):
                 images = [base64.b64encode(data).decode("ascii")] * order.n
             payload = {"created": created, "background": order.background, "data": [{"b64_json": b} for b in images],
                        "output_format": order.output_format, "quality": order.quality, "size": order.size,
-                       "usage": _usage(order.prompt, order.width, order.height, order.quality, order.n)}
+                       "usage": usage_for(order.model, order.width, order.height, order.quality, order.prompt,
+                                          order.complexity, n=order.n)}
         text = json.dumps(payload, indent=2).encode("utf-8")
         if kind == "malformed":
             text = text[: len(text) // 2]
