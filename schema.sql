@@ -1,5 +1,5 @@
 -- images-in-bulk: the MariaDB schema (the production truth). Run it with `python cli.py initdb`.
--- schema-version: 6
+-- schema-version: 7
 --
 -- Its SQLite twin is schema.sqlite.sql; tests/test_schema.py keeps the two in step.
 -- Times are Unix seconds. Changes after version 1 come as numbered files in migrations/.
@@ -149,6 +149,8 @@ CREATE TABLE IF NOT EXISTS batches (
   ratio VARCHAR(8) NOT NULL,
   quality VARCHAR(16) NOT NULL,
   image_format VARCHAR(8) NOT NULL,
+  resolution VARCHAR(8) NOT NULL DEFAULT '1K',
+  complexity VARCHAR(16) NULL,
   width INT NOT NULL,
   height INT NOT NULL,
   style MEDIUMTEXT NOT NULL,
@@ -184,6 +186,8 @@ CREATE TABLE IF NOT EXISTS batch_items (
   result_bytes INT NULL,
   result_width INT NULL,
   result_height INT NULL,
+  input_tokens INT NULL,
+  output_tokens INT NULL,
   created_at BIGINT NOT NULL,
   started_at BIGINT NULL,
   finished_at BIGINT NULL,

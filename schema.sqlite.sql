@@ -1,5 +1,5 @@
 -- images-in-bulk: the SQLite twin of schema.sql (the embedded default and the local demo).
--- schema-version: 6
+-- schema-version: 7
 --
 -- Keep it in step with schema.sql: same tables, columns, nullability and unique keys
 -- (tests/test_schema.py compares them). Times are Unix seconds.
@@ -133,6 +133,8 @@ CREATE TABLE IF NOT EXISTS batches (
   ratio TEXT NOT NULL,
   quality TEXT NOT NULL,
   image_format TEXT NOT NULL,
+  resolution TEXT NOT NULL DEFAULT '1K',
+  complexity TEXT NULL,
   width INTEGER NOT NULL,
   height INTEGER NOT NULL,
   style TEXT NOT NULL,
@@ -167,6 +169,8 @@ CREATE TABLE IF NOT EXISTS batch_items (
   result_bytes INTEGER NULL,
   result_width INTEGER NULL,
   result_height INTEGER NULL,
+  input_tokens INTEGER NULL,
+  output_tokens INTEGER NULL,
   created_at INTEGER NOT NULL,
   started_at INTEGER NULL,
   finished_at INTEGER NULL,

@@ -36,6 +36,8 @@ MESSAGES = {
     "unknown_ratio": _("Choose 1:1, 9:16 or 16:9."),
     "unknown_format": _("Choose PNG or JPG."),
     "unknown_quality": _("Choose one of the model's qualities."),
+    "unknown_resolution": _("Choose 1K, 2K or 4K (this model offers %(resolutions)s)."),
+    "unknown_complexity": _("Choose a complexity of low, medium or high."),
     "not_enough_credits": _("This batch needs %(needed)s credits and you have %(left)s."),
     "upload_too_large": _("The file is too large (at most %(max_kb)s KB)."),
     "upload_type": _("Upload a .txt file (one prompt per line) or a .csv file with a prompt column."),
@@ -78,8 +80,8 @@ def describe(state: dict) -> dict:
     return {
         "now": web.now(),
         "batch": {key: batch[key] for key in ("id", "status", "pause_reason", "model", "ratio", "quality",
-                                             "image_format", "width", "height", "item_count", "credits_per_item",
-                                             "created_at")},
+                                             "image_format", "resolution", "complexity", "width", "height",
+                                             "item_count", "credits_per_item", "created_at")},
         "counts": state["counts"],
         "items": [{
             "id": item["id"], "position": item["position"], "prompt": item["prompt"],
@@ -164,7 +166,8 @@ def register(app: web.App) -> None:
             app.catalog, datetime.date.today(), prompts=prompts, names=names, style=form_value("style"),
             model_id=form_value("model"), ratio=form_value("ratio"), quality=form_value("quality"),
             image_format=form_value("format"), separator=app.settings.prompt_separator,
-            max_prompts=limit, credits_left=credits.balance(web.conn(), user["id"]), total_prompts=total)
+            max_prompts=limit, credits_left=credits.balance(web.conn(), user["id"]), total_prompts=total,
+            resolution=form_value("resolution") or "1K", complexity=form_value("complexity"))
         if not checked.ok:
             first = checked.errors[0]
             body = {"error": {"code": first.code, "message": message(first.code, line=first.line, **first.values)},

@@ -34,7 +34,9 @@ PAUSES = {
                       "for them; resume once the dispute is settled."),
 }
 
-FIELDS = ("prompts", "names", "style", "model", "quality", "format", "ratio")
+FIELDS = ("prompts", "names", "style", "model", "quality", "format", "ratio", "resolution", "complexity")
+QUALITY_LABELS = {"low": _("Low: drafts, fastest"), "medium": _("Medium"), "high": _("High: finest, slower"),
+                  "xhigh": _("Extra high"), "max": _("Maximum: slowest")}
 CSV_TEMPLATE = "\ufeffprompt,name\r\na red fox in the snow at dawn,fox\r\na lighthouse at dusk,\r\n"
 
 
@@ -56,10 +58,9 @@ def register(app: web.App) -> None:
         return user
 
     def defaults() -> dict:
-        available = app.catalog.available(datetime.date.today())
-        model = available[0] if available else app.catalog.models[0]
+        model = app.catalog.default(datetime.date.today())
         return {"prompts": "", "names": "", "style": "", "model": model.id, "quality": model.default_quality,
-                "format": "png", "ratio": "1:1"}
+                "format": "png", "ratio": "1:1", "resolution": "1K", "complexity": model.default_complexity or "high"}
 
     def posted() -> dict:
         forms = bottle.request.forms
@@ -69,14 +70,26 @@ def register(app: web.App) -> None:
         today = datetime.date.today()
         table = []
         for model in app.catalog.available(today):
-            prices = [price for by_quality in model.credits.values() for price in by_quality.values()]
+            prices = [price for by_ratio in model.credits.values() for by_quality in by_ratio.values()
+                      for price in by_quality.values()]
             table.append({"model": model, "prices": model.credits, "low": min(prices), "high": max(prices)})
         return table
+
+    def choices() -> dict:
+        """What the form lists besides the models: every quality any model takes, and the sizes per ratio."""
+        today = datetime.date.today()
+        qualities = [q for q in QUALITY_LABELS if any(q in m.qualities for m in app.catalog.available(today))]
+        model = app.catalog.default(today)
+        sizes = {ratio: " · ".join(f"{s.output[0]}×{s.output[1]}" for s in (model.size(r, ratio)
+                                                                            for r in model.resolutions))
+                 for ratio in ("1:1", "9:16", "16:9")}
+        return {"qualities": qualities, "ratio_sizes": sizes,
+                "quality_labels": {q: web.translate(text) for q, text in QUALITY_LABELS.items()}}
 
     def compose(values: dict, problems=(), status: int = 200):
         bottle.response.status = status
         user = web.current_user()
-        return web.render("studio/compose.html", values=values, problems=problems, models=price_table(),
+        return web.render("studio/compose.html", values=values, problems=problems, models=price_table(), **choices(),
                           balance=credits.balance(web.conn(), user["id"]), max_prompts=app.settings.plan_max_prompts,
                           max_kb=app.settings.upload_max_bytes // 1024, style_max=batches.STYLE_MAX_CHARS)
 
@@ -111,15 +124,17 @@ def register(app: web.App) -> None:
             app.catalog, datetime.date.today(), prompts=prompts, names=names, style=values["style"],
             model_id=values["model"], ratio=values["ratio"], quality=values["quality"],
             image_format=values["format"], separator=app.settings.prompt_separator,
-            max_prompts=limit, credits_left=credits.balance(web.conn(), user["id"]), total_prompts=total)
+            max_prompts=limit, credits_left=credits.balance(web.conn(), user["id"]), total_prompts=total,
+            resolution=values["resolution"] or "1K", complexity=values["complexity"])
 
     def show_review(values: dict, checked, status: int = 200):
         bottle.response.status = status
         model = app.catalog.get(checked.model)
         return web.render("studio/review.html", values=values, review=checked, model=model,
-                          size=model.sizes[checked.ratio].output, errors=problem_texts(checked.errors),
+                          size=checked.size, errors=problem_texts(checked.errors),
                           warnings=problem_texts(checked.warnings), request_token=secrets.token_urlsafe(16),
-                          test_items=TEST_RUN_ITEMS)
+                          test_items=TEST_RUN_ITEMS,
+                          quality_labels={q: web.translate(text) for q, text in QUALITY_LABELS.items()})
 
     def subscriber() -> dict:
         """The signed-in user, whose plan allows generating; else (raised) the page that says why."""
@@ -177,7 +192,7 @@ def register(app: web.App) -> None:
         checked = reviewed(values)
         if not checked.ok:
             model = app.catalog.get(checked.model)
-            if model is None or checked.ratio not in model.sizes:  # nothing to review: back to the form
+            if model is None or checked.size is None:  # nothing to review: back to the form
                 return compose(values, problem_texts(checked.errors), 422)
             return show_review(values, checked, 422)
         test_run = bottle.request.forms.get("test_run") == "1" and len(checked.items) > TEST_RUN_ITEMS

@@ -23,6 +23,9 @@ from services.names import assign
 log = logging.getLogger(__name__)
 
 FORMATS = ("png", "jpeg")
+# What a generated image weighs per pixel, on average (measured on the stand-in's and real images: a
+# photographic PNG keeps about 1.5 bytes a pixel, a JPEG at the quality the models use about 0.25).
+BYTES_PER_PIXEL = {"png": 1.5, "jpeg": 0.25}
 UPLOAD_SUFFIXES = (".txt", ".csv")
 TEST_RUN_ITEMS = 3  # a test run generates the first 3 prompts and holds the rest until the owner goes on
 
@@ -72,6 +75,17 @@ class Review:
     credits_left: int
     errors: list[Problem]
     warnings: list[Problem]
+    resolution: str = "1K"
+    complexity: str | None = None
+    size: tuple[int, int] | None = None  # the exact size of every image
+
+    @property
+    def download_bytes(self) -> int:
+        """A rough size of the whole batch's download: bytes per pixel of the format, times pixels, times images."""
+        if not self.size:
+            return 0
+        per_pixel = BYTES_PER_PIXEL.get(self.image_format, BYTES_PER_PIXEL["png"])
+        return int(self.size[0] * self.size[1] * per_pixel * len(self.items))
 
     @property
     def ok(self) -> bool:
@@ -169,7 +183,8 @@ def read_upload(filename: str, data: bytes, max_bytes: int) -> tuple[list[str], 
 
 def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names: list[str | None], style: str,
            model_id: str, ratio: str, quality: str, image_format: str, separator: str, max_prompts: int,
-           credits_left: int, total_prompts: int | None = None) -> Review:
+           credits_left: int, total_prompts: int | None = None, resolution: str = "1K",
+           complexity: str = "") -> Review:
     """Check the batch and describe it item by item; nothing is stored or charged.
 
     It costs O(input): past the plan's limit it only says how many prompts were over, and
@@ -191,6 +206,13 @@ def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names:
         errors.append(Problem("unknown_format"))
     if model and quality not in model.qualities:
         errors.append(Problem("unknown_quality"))
+    if model and resolution not in model.resolutions:
+        errors.append(Problem("unknown_resolution", values={"resolutions": ", ".join(model.resolutions)}))
+    chosen_complexity = None
+    if model and model.complexities:
+        chosen_complexity = complexity or model.default_complexity
+        if chosen_complexity not in model.complexities:
+            errors.append(Problem("unknown_complexity"))
     if len(style) > STYLE_MAX_CHARS:
         errors.append(Problem("style_too_long", values={"max": STYLE_MAX_CHARS, "length": len(style)}))
     if not prompts:
@@ -198,11 +220,14 @@ def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names:
     elif total > max_prompts:
         errors.append(Problem("too_many_prompts", values={"count": total, "max": max_prompts,
                                                           "over": total - max_prompts}))
-    per_item = model.price(ratio, quality) if model and ratio in RATIOS and quality in model.qualities else 0
+    priced = model is not None and ratio in RATIOS and model.offers(resolution, ratio, quality)
+    per_item = model.price(resolution, ratio, quality) if priced else 0
+    size = model.size(resolution, ratio).output if priced else None
+    extra = {"resolution": resolution, "complexity": chosen_complexity, "size": size}
     if total > max_prompts or len(style) > STYLE_MAX_CHARS:  # nothing more to say until that is fixed
         return Review(items=[], model=model_id, ratio=ratio, quality=quality, image_format=image_format, style=style,
                       separator=separator, credits_per_item=per_item, credits_needed=per_item * total,
-                      credits_left=credits_left, errors=errors, warnings=warnings)
+                      credits_left=credits_left, errors=errors, warnings=warnings, **extra)
     fmt = image_format if image_format in FORMATS else "png"
     for index, name in enumerate(names[:len(prompts)]):
         if name and len(name) > NAME_MAX_CHARS:
@@ -226,7 +251,7 @@ def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names:
         errors.append(Problem("not_enough_credits", values={"needed": needed, "left": credits_left}))
     return Review(items=items, model=model_id, ratio=ratio, quality=quality, image_format=image_format,
                   style=style, separator=separator, credits_per_item=per_item, credits_needed=needed,
-                  credits_left=credits_left, errors=errors, warnings=warnings)
+                  credits_left=credits_left, errors=errors, warnings=warnings, **extra)
 
 
 # --- the batch's life --------------------------------------------------------------------------------
@@ -245,7 +270,7 @@ def create(conn: db.Connection, catalog: Catalog, user_id: int, checked: Review,
     existing = db.batch_by_token(conn, user_id, token)
     if existing is not None:
         return existing["id"], False
-    size = catalog.get(checked.model).sizes[checked.ratio].output
+    size = catalog.get(checked.model).size(checked.resolution, checked.ratio).output
     with conn.transaction():
         # The user's row is locked first, so two Starts at once cannot both pass the count.
         db.user_lock(conn, user_id)

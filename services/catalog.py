@@ -1,8 +1,11 @@
-"""The model catalogue: which image models the site offers, their sizes per ratio, qualities, formats and prices.
+"""The model catalogue: which image models the site offers, their sizes, qualities, formats and prices.
 
 It is data (catalog/models.json, or the file MODEL_CATALOG names), read and checked once when
-the app or the worker starts. A model past its retirement date disappears from the form, and
-queued items that use it fail with a clear reason.
+the app or the worker starts. Each model has a size per resolution (1K, 2K, 4K) and ratio, and
+a credit price per resolution, ratio and quality; a 2.6 model also takes a `complexity`. A
+model past its retirement date disappears from the form, and queued items that use it fail
+with a clear reason. An entry in the first format (sizes and credits per ratio only) is read as
+resolution 1K: the retired models keep that form.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 APP_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FILE = APP_ROOT / "catalog" / "models.json"
 RATIOS = ("1:1", "9:16", "16:9")
+RESOLUTIONS = ("1K", "2K", "4K")
 FORMATS = ("png", "jpeg")
 
 
@@ -41,17 +45,37 @@ class Model:
 
     id: str
     label: str
-    sizes: dict[str, Size]
+    sizes: dict[str, dict[str, Size]]  # resolution -> ratio -> Size
     qualities: tuple[str, ...]
     default_quality: str
     formats: tuple[str, ...]
-    credits: dict[str, dict[str, int]]
+    credits: dict[str, dict[str, dict[str, int]]]  # resolution -> ratio -> quality -> credits
     max_prompt_chars: int
     retires: datetime.date | None
+    description: dict[str, str] = dataclasses.field(default_factory=dict)
+    complexities: tuple[str, ...] = ()
+    default_complexity: str | None = None
 
-    def price(self, ratio: str, quality: str) -> int:
-        """Credits for one image at this ratio and quality."""
-        return self.credits[ratio][quality]
+    @property
+    def resolutions(self) -> tuple[str, ...]:
+        """The resolutions this model offers, smallest first."""
+        return tuple(r for r in RESOLUTIONS if r in self.sizes)
+
+    def size(self, resolution: str, ratio: str) -> Size:
+        """The size to ask for and to deliver at this resolution and ratio."""
+        return self.sizes[resolution][ratio]
+
+    def offers(self, resolution: str, ratio: str, quality: str) -> bool:
+        """True when this resolution, ratio and quality are on the model's price list."""
+        return quality in self.credits.get(resolution, {}).get(ratio, {})
+
+    def price(self, resolution: str, ratio: str, quality: str) -> int:
+        """Credits for one image at this resolution, ratio and quality."""
+        return self.credits[resolution][ratio][quality]
+
+    def describe(self, language: str) -> str:
+        """The model's short description in a language (English when that one is missing)."""
+        return self.description.get(language) or self.description.get("en", "")
 
     def retired(self, today: datetime.date) -> bool:
         """True on and after the retirement date."""
@@ -60,9 +84,10 @@ class Model:
 
 @dataclasses.dataclass(frozen=True)
 class Catalog:
-    """All models, in the order the form shows them."""
+    """All models, in the order the form shows them, and the one the form starts with."""
 
     models: tuple[Model, ...]
+    default_model: str | None = None
 
     def get(self, model_id: str) -> Model | None:
         """The model with this id, retired or not, or None."""
@@ -71,6 +96,14 @@ class Catalog:
     def available(self, today: datetime.date) -> tuple[Model, ...]:
         """The models that are not retired today."""
         return tuple(m for m in self.models if not m.retired(today))
+
+    def default(self, today: datetime.date) -> Model:
+        """The model the form starts with: the catalogue's default if it is available, else the first available."""
+        available = self.available(today)
+        chosen = self.get(self.default_model or "")
+        if chosen is not None and chosen in available:
+            return chosen
+        return available[0] if available else self.models[0]
 
 
 def _size(text: str, where: str) -> tuple[int, int]:
@@ -84,38 +117,60 @@ def _size(text: str, where: str) -> tuple[int, int]:
     return width, height
 
 
+def _sizes(raw: dict, where: str) -> dict[str, dict[str, Size]]:
+    """Sizes per resolution and ratio; the first format (per ratio only) is resolution 1K."""
+    grid = raw if set(raw) <= set(RESOLUTIONS) else {"1K": raw}
+    sizes: dict[str, dict[str, Size]] = {}
+    for resolution, by_ratio in grid.items():
+        sizes[resolution] = {}
+        for ratio in RATIOS:
+            entry = by_ratio[ratio]
+            if isinstance(entry, str):
+                request = output = _size(entry, where)
+            else:
+                request, output = _size(entry["request"], where), _size(entry["output"], where)
+            if output[0] > request[0] or output[1] > request[1]:
+                raise CatalogError(f"{where}: {resolution} {ratio} output is larger than the request")
+            w, h = (int(p) for p in ratio.split(":"))
+            if output[0] * h != output[1] * w:
+                raise CatalogError(f"{where}: {resolution} {ratio} output {output[0]}x{output[1]} is not exactly "
+                                   f"{ratio}")
+            sizes[resolution][ratio] = Size(request, output)
+    return sizes
+
+
 def _model(raw: dict, index: int) -> Model:
     """Check and build one model entry."""
     where = f"models[{index}]"
     try:
         model_id, label = str(raw["id"]), str(raw["label"])
         where = f"model {model_id}"
-        sizes = {}
-        for ratio in RATIOS:
-            entry = raw["sizes"][ratio]
-            request, output = _size(entry["request"], where), _size(entry["output"], where)
-            if output[0] > request[0] or output[1] > request[1]:
-                raise CatalogError(f"{where}: {ratio} output {entry['output']} is larger than the request")
-            w, h = (int(p) for p in ratio.split(":"))
-            if output[0] * h != output[1] * w:
-                raise CatalogError(f"{where}: {ratio} output {entry['output']} is not exactly {ratio}")
-            sizes[ratio] = Size(request, output)
+        sizes = _sizes(raw["sizes"], where)
         qualities = tuple(raw["qualities"])
         formats = tuple(raw["formats"])
         if not qualities or raw["default_quality"] not in qualities:
             raise CatalogError(f"{where}: default_quality must be one of its qualities")
         if not formats or any(f not in FORMATS for f in formats):
             raise CatalogError(f"{where}: formats must be among {', '.join(FORMATS)}")
-        credits = {ratio: {q: int(raw["credits"][ratio][q]) for q in qualities} for ratio in RATIOS}
-        if any(price < 1 for prices in credits.values() for price in prices.values()):
+        prices = raw["credits"] if set(raw["credits"]) <= set(RESOLUTIONS) else {"1K": raw["credits"]}
+        credits = {resolution: {ratio: {q: int(prices[resolution][ratio][q]) for q in qualities} for ratio in RATIOS}
+                   for resolution in sizes}
+        if any(price < 1 for by_ratio in credits.values() for by_quality in by_ratio.values()
+               for price in by_quality.values()):
             raise CatalogError(f"{where}: every price must be at least 1 credit")
+        complexities = tuple(raw.get("complexities") or ())
+        default_complexity = raw.get("default_complexity") if complexities else None
+        if complexities and default_complexity not in complexities:
+            raise CatalogError(f"{where}: default_complexity must be one of its complexities")
+        description = {str(k): str(v) for k, v in (raw.get("description") or {}).items()}
         retires = datetime.date.fromisoformat(raw["retires"]) if raw.get("retires") else None
         return Model(id=model_id, label=label, sizes=sizes, qualities=qualities,
                      default_quality=raw["default_quality"], formats=formats, credits=credits,
-                     max_prompt_chars=int(raw["max_prompt_chars"]), retires=retires)
+                     max_prompt_chars=int(raw["max_prompt_chars"]), retires=retires, description=description,
+                     complexities=complexities, default_complexity=default_complexity)
     except KeyError as exc:
         raise CatalogError(f"{where}: {exc.args[0]!r} is missing") from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:
         raise CatalogError(f"{where}: {exc}") from None
 
 
@@ -140,4 +195,7 @@ def parse(raw: dict, source: str = "(data)") -> Catalog:
         raise CatalogError(f"the model catalogue {source} lists no models")
     if len({m.id for m in models}) != len(models):
         raise CatalogError(f"the model catalogue {source} lists a model twice")
-    return Catalog(models)
+    default = raw.get("default_model")
+    if default is not None and not any(m.id == default for m in models):
+        raise CatalogError(f"the model catalogue {source}: default_model {default!r} is not one of its models")
+    return Catalog(models, default)

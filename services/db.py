@@ -683,22 +683,25 @@ def stripe_events_delete_before(conn: Connection, before: int) -> int:
 
 # --- batches -----------------------------------------------------------------------------------
 
-_BATCH_COLUMNS = ("id, user_id, request_token, status, pause_reason, model, ratio, quality, image_format, width, "
+_BATCH_COLUMNS = ("id, user_id, request_token, status, pause_reason, model, ratio, quality, image_format, "
+                  "resolution, complexity, width, "
                   "height, style, prompt_separator, item_count, credits_per_item, last_started_ms, created_at, "
                   "updated_at")
 _ITEM_COLUMNS = ("id, batch_id, position, prompt, file_name, status, attempts, charge, charged, "
                  "not_before_ms, lease_until, call_until, worker, error_code, error_message, request_id, result_path, "
-                 "result_bytes, result_width, result_height, created_at, started_at, finished_at")
+                 "result_bytes, result_width, result_height, input_tokens, output_tokens, created_at, started_at, "
+                 "finished_at")
 
 
 def batch_insert(conn: Connection, user_id: int, token: str, checked, size: tuple[int, int], now: int) -> int:
     """Store a batch (status active); return its id."""
     return conn.insert(
-        "INSERT INTO batches (user_id, request_token, status, model, ratio, quality, image_format, width, height, "
-        "style, prompt_separator, item_count, credits_per_item, created_at, updated_at) "
-        "VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (user_id, token, checked.model, checked.ratio, checked.quality, checked.image_format, size[0], size[1],
-         checked.style, checked.separator, len(checked.items), checked.credits_per_item, now, now))
+        "INSERT INTO batches (user_id, request_token, status, model, ratio, quality, image_format, resolution, "
+        "complexity, width, height, style, prompt_separator, item_count, credits_per_item, created_at, updated_at) "
+        "VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (user_id, token, checked.model, checked.ratio, checked.quality, checked.image_format, checked.resolution,
+         checked.complexity, size[0], size[1], checked.style, checked.separator, len(checked.items),
+         checked.credits_per_item, now, now))
 
 
 def batch_items_insert(conn: Connection, batch_id: int, items: list[tuple[int, str, str]], now: int,
@@ -931,13 +934,13 @@ def batch_item_set_charged(conn: Connection, item_id: int, amount: int) -> None:
 
 
 def batch_item_done(conn: Connection, item_id: int, worker: str, path: str, size: int, width: int, height: int,
-                    request_id: str | None, now: int) -> bool:
-    """Mark an item done with its file, if this worker still holds it; True if it did."""
+                    request_id: str | None, now: int, usage: tuple[int | None, int | None] = (None, None)) -> bool:
+    """Mark an item done with its file and the call's usage (input, output tokens), if this worker still holds it."""
     return conn.execute(
         "UPDATE batch_items SET status = 'done', result_path = ?, result_bytes = ?, result_width = ?, "
-        "result_height = ?, request_id = ?, finished_at = ?, lease_until = 0, error_code = NULL, error_message = NULL "
-        "WHERE id = ? AND status = 'running' AND worker = ?",
-        (path, size, width, height, request_id, now, item_id, worker)) == 1
+        "result_height = ?, request_id = ?, input_tokens = ?, output_tokens = ?, finished_at = ?, lease_until = 0, "
+        "error_code = NULL, error_message = NULL WHERE id = ? AND status = 'running' AND worker = ?",
+        (path, size, width, height, request_id, usage[0], usage[1], now, item_id, worker)) == 1
 
 
 def batch_item_fail(conn: Connection, item_id: int, worker: str, code: str, message: str, request_id: str | None,

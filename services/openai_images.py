@@ -63,6 +63,8 @@ class Generated:
     data: bytes
     request_id: str | None
     ratelimit: dict[str, str]
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
 
 def user_hash(secret_key: str, user_id: int) -> str:
@@ -98,11 +100,22 @@ def _classify(status: int, error: dict) -> str:
     return "invalid"
 
 
+def _tokens(usage, name: str) -> int | None:
+    """A token count from a response's `usage` object, or None when it is missing or not a count."""
+    value = usage.get(name) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def generate(base_url: str, api_key: str, *, model: str, prompt: str, size: str, quality: str, output_format: str,
-             user: str, read_timeout: float) -> Generated:
-    """Generate one image; return its bytes or raise ImageAPIError."""
+             user: str, read_timeout: float, complexity: str | None = None) -> Generated:
+    """Generate one image; return its bytes and the call's usage, or raise ImageAPIError.
+
+    `complexity` is sent only when given (only the models that take it get one).
+    """
     body = {"model": model, "prompt": prompt, "n": 1, "size": size, "quality": quality,
             "output_format": output_format, "user": user}
+    if complexity:
+        body["complexity"] = complexity
     try:
         response = _session().post(f"{base_url}/images/generations", json=body,
                                  headers={"Authorization": f"Bearer {api_key}"},
@@ -134,7 +147,9 @@ def generate(base_url: str, api_key: str, *, model: str, prompt: str, size: str,
                                 request_id=request_id) from None
     if not data:
         raise ImageAPIError("broken", "the image API answered an empty image", status=200, request_id=request_id)
-    return Generated(data=data, request_id=request_id, ratelimit=ratelimit)
+    usage = payload.get("usage")
+    return Generated(data=data, request_id=request_id, ratelimit=ratelimit,
+                     input_tokens=_tokens(usage, "input_tokens"), output_tokens=_tokens(usage, "output_tokens"))
 
 
 def list_models(base_url: str, api_key: str) -> set[str]:

@@ -7,9 +7,13 @@ new batch kicks one, the demo runs one as a thread) share the upstream's limits:
   is live: `call_until` is set at the claim and cleared when the call returns, so storing one
   result never holds a slot; a process runs two threads more than the slots so that the next
   call starts while a result is being stored);
-* at most IMAGES_PER_MINUTE starts in any 60 s, and starts spaced by 60 s / pace, where the
-  pace drops by 30 % on a 429 (and waits its Retry-After) and climbs back by 10 % of the
-  budget on each success, so a big batch runs near the limit without a storm of refusals;
+* at most IMAGES_PER_MINUTE starts in any 60 s (or the account's limit, when the responses'
+  x-ratelimit-limit-requests header says it is lower), and starts spaced by 60 s / pace. The
+  pace drops by 30 % on a 429, once per Retry-After window however many 429s arrive in it (the
+  calls in flight when the limit was hit all come back refused), and waits the Retry-After; it
+  climbs back by 10 % of the ceiling on each success. When x-ratelimit-remaining-requests runs
+  low, the remaining calls are spread over x-ratelimit-reset-requests. A big batch runs near
+  the limit without a storm of refusals;
 * fair and work-conserving: each free slot goes to the subscriber with the fewest calls
   in flight (then the batch served longest ago), and within a batch to the first item in list
   order. A lone subscriber gets every slot; several share them evenly.
@@ -70,11 +74,16 @@ FAILURES = {
 
 @dataclasses.dataclass
 class Pace:
-    """The shared pace of upstream calls: images per minute now, a cool-down, and the last start."""
+    """The shared pace of upstream calls: images per minute, a cool-down, the last start, what the headers said."""
 
     ipm: float
     cooldown_until_ms: int = 0
     last_start_ms: int = 0
+    limit_ipm: float = 0.0  # the account's limit from x-ratelimit-limit-requests (0: not seen yet)
+    cut_until_ms: int = 0  # end of the Retry-After window of the 429 that last lowered ipm: no second cut before it
+    spread_ms: int = 0  # spacing that spreads x-ratelimit-remaining-requests over x-ratelimit-reset-requests ...
+    spread_until_ms: int = 0  # ... until that window ends
+    headers_from_ms: int = 0  # start of the call whose headers were applied last (older calls' headers are stale)
 
 
 def _now_ms() -> int:
@@ -82,20 +91,29 @@ def _now_ms() -> int:
 
 
 def _load_pace(conn: db.Connection, settings: Settings) -> Pace:
+    """The shared pace, locked until the transaction ends, its ipm kept under the ceiling."""
     # Locked until the caller's transaction ends: a claim, a 429 and a success each read, change and write the
     # pace, and without the lock one of them could write back a pace read before another's change (on MariaDB a
     # success could undo a 429's slow-down). SQLite's BEGIN IMMEDIATE already serialises them.
     raw = db.worker_state_get(conn, "pace", lock=True)
     try:
         values = json.loads(raw) if raw else {}
-        return Pace(ipm=min(float(values.get("ipm", settings.images_per_minute)), settings.images_per_minute),
+        pace = Pace(ipm=float(values.get("ipm", settings.images_per_minute)),
                     cooldown_until_ms=int(values.get("cooldown_until_ms", 0)),
-                    last_start_ms=int(values.get("last_start_ms", 0)))
-    except (ValueError, TypeError):
-        return Pace(ipm=settings.images_per_minute)
+                    last_start_ms=int(values.get("last_start_ms", 0)),
+                    limit_ipm=float(values.get("limit_ipm", 0.0)),
+                    cut_until_ms=int(values.get("cut_until_ms", 0)),
+                    spread_ms=int(values.get("spread_ms", 0)),
+                    spread_until_ms=int(values.get("spread_until_ms", 0)),
+                    headers_from_ms=int(values.get("headers_from_ms", 0)))
+    except (ValueError, TypeError, AttributeError):
+        pace = Pace(ipm=settings.images_per_minute)
+    pace.ipm = min(pace.ipm, _ceiling(pace, settings))
+    return pace
 
 
 def _save_pace(conn: db.Connection, pace: Pace, now: int) -> None:
+    """Store the shared pace (inside the transaction that loaded it)."""
     db.worker_state_set(conn, "pace", json.dumps(dataclasses.asdict(pace)), now)
 
 
@@ -129,12 +147,11 @@ def claim(conn: db.Connection, settings: Settings, worker: str, now_ms: int) -> 
         if db.items_running(conn, now) >= settings.worker_slots:
             return None, SLOT_POLL
         pace = _load_pace(conn, settings)
-        spacing = int(60_000 / max(pace.ipm, 1.0)) + PACE_MARGIN_MS
-        next_start = max(pace.cooldown_until_ms, pace.last_start_ms + spacing)
+        next_start = max(pace.cooldown_until_ms, pace.last_start_ms + _spacing_ms(pace, now_ms))
         if next_start > now_ms:
             return None, (next_start - now_ms) / 1000
         started, oldest = db.upstream_calls_since(conn, now_ms - 60_000)
-        if started >= settings.images_per_minute and oldest is not None:
+        if started >= _ceiling(pace, settings) and oldest is not None:
             return None, (oldest + 60_000 - now_ms) / 1000
         item = db.next_item_of_batch(conn, batch["id"], now, now_ms)
         lease_until = now + settings.openai_read_timeout + LEASE_EXTRA
@@ -161,17 +178,66 @@ def _reset_seconds(text: str | None) -> float | None:
     return total or None
 
 
+def _ceiling(pace: Pace, settings: Settings) -> float:
+    """The most images per minute the pace may reach: IMAGES_PER_MINUTE, or the account's limit when lower."""
+    if pace.limit_ipm > 0:
+        return min(float(settings.images_per_minute), pace.limit_ipm)
+    return float(settings.images_per_minute)
+
+
+def _spacing_ms(pace: Pace, now_ms: int) -> int:
+    """Milliseconds between two starts: 60 s / ipm, or more while the headers' remaining requests must be spread."""
+    spacing = int(60_000 / max(pace.ipm, 1.0))
+    if pace.spread_until_ms > now_ms:
+        spacing = max(spacing, pace.spread_ms)
+    return spacing + PACE_MARGIN_MS
+
+
+def _header_number(ratelimit: dict[str, str], name: str) -> float | None:
+    """A numeric x-ratelimit-* header, or None when it is missing or not a number."""
+    try:
+        value = float(ratelimit[name])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if value >= 0 else None
+
+
+def _apply_headers(pace: Pace, ratelimit: dict[str, str], started_ms: int) -> None:
+    """Learn the account's limit and the window's remaining requests from a success's x-ratelimit-* headers.
+
+    The headers describe the window when the call was admitted: those of a call that started before the
+    call whose headers were applied last are stale and change nothing (long calls return out of order).
+    Starts are then spaced by at least reset / remaining until that window ends, which only binds when few
+    requests remain for the time left (remaining 0 is the cool-down in _on_success).
+    """
+    if started_ms < pace.headers_from_ms:
+        return
+    limit = _header_number(ratelimit, "x-ratelimit-limit-requests")
+    remaining = _header_number(ratelimit, "x-ratelimit-remaining-requests")
+    reset = _reset_seconds(ratelimit.get("x-ratelimit-reset-requests"))
+    if limit is None and remaining is None:
+        return
+    pace.headers_from_ms = started_ms
+    if limit:
+        pace.limit_ipm = limit
+    if remaining is not None and reset:
+        pace.spread_ms = int(reset * 1000 / max(remaining, 1.0))
+        pace.spread_until_ms = started_ms + int(reset * 1000)
+
+
 def _on_success(conn: db.Connection, settings: Settings, ratelimit: dict[str, str], started_ms: int,
                 now_ms: int) -> None:
-    """Raise the pace again after a success; respect a window the headers say is used up.
+    """Raise the pace again after a success, up to the ceiling the headers allow; respect a used-up window.
 
     The headers describe the window when the call was admitted, so a reset counts from the
     call's start: by the time a long call returns, the window has usually moved on.
     """
     with conn.transaction():
         pace = _load_pace(conn, settings)
-        pace.ipm = min(settings.images_per_minute, pace.ipm + settings.images_per_minute * 0.1)
-        if ratelimit.get("x-ratelimit-remaining-requests") == "0":
+        _apply_headers(pace, ratelimit, started_ms)
+        ceiling = _ceiling(pace, settings)
+        pace.ipm = min(ceiling, pace.ipm + ceiling * 0.1)
+        if _header_number(ratelimit, "x-ratelimit-remaining-requests") == 0:
             wait = _reset_seconds(ratelimit.get("x-ratelimit-reset-requests"))
             if wait and started_ms + wait * 1000 > now_ms:
                 pace.cooldown_until_ms = max(pace.cooldown_until_ms, started_ms + int(wait * 1000))
@@ -179,11 +245,21 @@ def _on_success(conn: db.Connection, settings: Settings, ratelimit: dict[str, st
 
 
 def _on_rate_limit(conn: db.Connection, settings: Settings, retry_after: float, now_ms: int) -> None:
-    """Slow down for everyone after a 429: a lower pace, and no start before Retry-After."""
+    """Slow down for everyone after a 429: no start before Retry-After, and a lower pace once per such window.
+
+    Calls in flight together that all get a 429 are one sign that the pace is too fast, not several: only a
+    429 arriving after the Retry-After window of the 429 that last lowered the pace lowers it again. The
+    others stretch that window and the cool-down to their own Retry-After.
+    """
     with conn.transaction():
         pace = _load_pace(conn, settings)
-        pace.ipm = max(1.0, pace.ipm * 0.7)
-        pace.cooldown_until_ms = max(pace.cooldown_until_ms, now_ms + int(retry_after * 1000))
+        until = now_ms + int(retry_after * 1000)
+        if now_ms >= pace.cut_until_ms:
+            pace.ipm = max(1.0, pace.ipm * 0.7)
+            pace.cut_until_ms = until
+        else:
+            pace.cut_until_ms = max(pace.cut_until_ms, until)
+        pace.cooldown_until_ms = max(pace.cooldown_until_ms, until)
         _save_pace(conn, pace, now_ms // 1000)
 
 
@@ -230,7 +306,7 @@ def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: s
             return "failed"
         db.batch_item_set_charged(conn, item["id"], batch["credits_per_item"])
         item = {**item, "charged": batch["credits_per_item"]}
-    size = model.sizes[batch["ratio"]]
+    size = model.size(batch["resolution"], batch["ratio"])
     started_ms = _now_ms()
     try:
         try:
@@ -239,7 +315,8 @@ def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: s
                 prompt=batches.final_prompt(item["prompt"], batch["style"], batch["prompt_separator"]),
                 size=size.request_text, quality=batch["quality"], output_format=batch["image_format"],
                 user=openai_images.user_hash(settings.secret_key, batch["user_id"]),
-                read_timeout=settings.openai_read_timeout)
+                read_timeout=settings.openai_read_timeout,
+                complexity=batch["complexity"] if batch["complexity"] in model.complexities else None)
         finally:
             db.batch_item_call_ended(conn, item["id"], worker)
             if call_ended is not None:
@@ -248,22 +325,25 @@ def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: s
         finished = imaging.finish(generated.data, size.output, batch["image_format"])
     except ImageAPIError as exc:
         return _handle_failure(conn, settings, worker, batch, item, exc)
-    except imaging.ImageError as exc:
-        return _handle_failure(conn, settings, worker, batch, item, ImageAPIError("broken", str(exc)))
+    except imaging.ImageError as exc:  # the call worked but its image did not: keep its request id for OpenAI
+        return _handle_failure(conn, settings, worker, batch, item,
+                               ImageAPIError("broken", str(exc), status=200, request_id=generated.request_id))
     relative = f"{batch['id']}/{item['id']}-{item['charge']}.{'png' if batch['image_format'] == 'png' else 'jpg'}"
     _write(settings.results_dir / relative, finished.data)
     now = int(time.time())
     with conn.transaction():
         stored = db.batch_item_done(conn, item["id"], worker, relative, len(finished.data), finished.width,
-                                    finished.height, generated.request_id, now)
+                                    finished.height, generated.request_id, now,
+                                    (generated.input_tokens, generated.output_tokens))
         if stored:
             db.batch_finish_if_idle(conn, batch["id"], now)
     if not stored:  # the lease ran out and another worker has the item: this copy is not the one
         (settings.results_dir / relative).unlink(missing_ok=True)
         return "lost"
     _on_success(conn, settings, generated.ratelimit, started_ms, _now_ms())
-    log.info("item %s of batch %s done (%s, %d bytes, request %s)", item["id"], batch["id"], size.request_text,
-             len(finished.data), generated.request_id)
+    log.info("item %s of batch %s done (%dx%d stored, %d bytes, %s/%s tokens, request %s)", item["id"], batch["id"],
+             finished.width, finished.height, len(finished.data), generated.input_tokens, generated.output_tokens,
+             generated.request_id)
     return "done"
 
 

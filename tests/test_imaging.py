@@ -24,7 +24,7 @@ def encoded(size, source_format="PNG", mode="RGB"):
 @pytest.mark.parametrize("image_format", ["png", "jpeg"])
 @pytest.mark.parametrize("returned_as", ["PNG", "JPEG", "WEBP"])
 def test_every_model_ratio_and_format_gives_the_exact_size_and_format(model, ratio, image_format, returned_as):
-    size = CATALOG.get(model).sizes[ratio]
+    size = CATALOG.get(model).size("1K", ratio)
     finished = imaging.finish(encoded(size.request, returned_as), size.output, image_format)
     opened = Image.open(io.BytesIO(finished.data))
     assert opened.size == size.output == (finished.width, finished.height)

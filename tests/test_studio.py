@@ -55,7 +55,11 @@ def test_compose_shows_every_choice_with_its_price(studio, ana):
     for field in ('name="prompts"', 'name="names"', 'name="style"', 'name="prompts_file"', 'value="png"',
                   'value="jpeg"', 'value="1:1"', 'value="9:16"', 'value="16:9"', 'value="low"', 'value="high"'):
         assert field in page, field
-    assert "GPT Image 2" in page and "2–32 credits per image" in page
+    assert "GPT Image 2" in page and "2–100 credits per image" in page
+    for field in ('value="1K"', 'value="2K"', 'value="4K"', 'value="xhigh"', 'value="max"', 'name="complexity"',
+                  "GPT Image 2.6 Sunburst", "2880×2880", "3840×2160"):
+        assert field in page, field
+    assert page.count('<details class="price-details"') == 7 and page.count("open>") == 1  # unretired in tests
     assert client.get("/generate/template.csv").text.startswith("\ufeffprompt,name")
 
 

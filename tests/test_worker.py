@@ -78,7 +78,7 @@ def test_models_without_the_exact_size_are_cropped(studio, conn, fake_openai, mo
     row = items(conn, batch_id)[0]
     assert fake_openai.requests[0]["size"] == requested
     with Image.open(studio.settings.results_dir / row["result_path"]) as image:
-        assert image.size == CATALOG.get(model).sizes[ratio].output and image.format == "PNG"
+        assert image.size == CATALOG.get(model).size("1K", ratio).output and image.format == "PNG"
 
 
 # --- the fault matrix: each fault once (or until the attempts run out), credits checked after each ---------------
@@ -381,3 +381,82 @@ def test_a_claim_whose_answer_was_lost_with_the_database_is_queued_again_when_it
     assert time.monotonic() - started < worker.LEASE_EXTRA  # not freed by its lease running out
     assert credits.balance(conn, user) == 300 - 2
     assert_ledger_consistent(conn, user)
+
+
+# --- pacing from the rate-limit headers, one cut per Retry-After window -------------------------------------------
+
+def paced_app(make_app, fake_openai, budget="100"):
+    """An app whose IMAGES_PER_MINUTE makes the pace's arithmetic easy to read."""
+    return make_app(**openai_settings(fake_openai, IMAGES_PER_MINUTE=budget))
+
+
+def test_429s_within_one_retry_after_window_lower_the_pace_once(make_app, database, conn, fake_openai):
+    app = paced_app(make_app, fake_openai)
+    now_ms = int(time.time() * 1000)
+    for n in range(12):  # twelve calls in flight at once, all refused within the first one's 20 s
+        worker._on_rate_limit(conn, app.settings, 20.0 if n != 5 else 25.0, now_ms + n * 100)
+    pace = worker._load_pace(conn, app.settings)
+    assert pace.ipm == pytest.approx(100 * 0.7)  # once, not 100 x 0.7 ** 12
+    assert pace.cooldown_until_ms == pace.cut_until_ms == now_ms + 500 + 25_000  # the longest Retry-After
+    worker._on_rate_limit(conn, app.settings, 20.0, now_ms + 500 + 25_000)  # a 429 after that window is news
+    assert worker._load_pace(conn, app.settings).ipm == pytest.approx(100 * 0.7 * 0.7)
+
+
+def test_the_pace_follows_a_lower_limit_from_the_headers(make_app, database, conn, fake_openai):
+    app = paced_app(make_app, fake_openai)
+    user = make_subscriber(conn)
+    new_batch(app, conn, user, ["a", "b"])
+    now_ms = int(time.time() * 1000)
+    headers = {"x-ratelimit-limit-requests": "40", "x-ratelimit-remaining-requests": "39",
+               "x-ratelimit-reset-requests": "1.5s"}
+    worker._on_success(conn, app.settings, headers, now_ms - 1000, now_ms)
+    pace = worker._load_pace(conn, app.settings)
+    assert (pace.limit_ipm, pace.ipm) == (40, 40)
+    assert worker._spacing_ms(pace, now_ms) == 1500 + worker.PACE_MARGIN_MS
+    # Few requests left for the window: they are spread over it (2 in 20 s), older calls' headers change nothing.
+    worker._on_success(conn, app.settings, headers | {"x-ratelimit-remaining-requests": "2",
+                                                      "x-ratelimit-reset-requests": "20s"}, now_ms, now_ms)
+    worker._on_success(conn, app.settings, headers, now_ms - 500, now_ms)
+    item, wait = worker.claim(conn, app.settings, "w-1", now_ms)
+    assert item is not None and wait == 0.0
+    assert worker.claim(conn, app.settings, "w-1", now_ms) == (None, (10_000 + worker.PACE_MARGIN_MS) / 1000)
+    assert worker._spacing_ms(worker._load_pace(conn, app.settings), now_ms + 20_000) == 1500 + worker.PACE_MARGIN_MS
+    # A limit above IMAGES_PER_MINUTE is stored, but the pace never climbs past the budget.
+    for _ in range(10):
+        worker._on_success(conn, app.settings, headers | {"x-ratelimit-limit-requests": "5000"}, now_ms, now_ms)
+    pace = worker._load_pace(conn, app.settings)
+    assert (pace.limit_ipm, pace.ipm) == (5000, 100)
+
+
+def test_the_pace_climbs_back_with_successes(make_app, database, conn, fake_openai):
+    app = paced_app(make_app, fake_openai)
+    now_ms = int(time.time() * 1000)
+    worker._on_rate_limit(conn, app.settings, 0.05, now_ms)
+    worker._on_rate_limit(conn, app.settings, 0.05, now_ms + 100)  # a later window: a second cut
+    climbed = [worker._load_pace(conn, app.settings).ipm]
+    for n in range(4):
+        worker._on_success(conn, app.settings, {}, now_ms + 200 + n, now_ms + 200 + n)
+        climbed.append(worker._load_pace(conn, app.settings).ipm)
+    assert climbed == pytest.approx([49, 59, 69, 79, 89])  # 10 % of the budget a success
+    for n in range(3):
+        worker._on_success(conn, app.settings, {}, now_ms + 300 + n, now_ms + 300 + n)
+    assert worker._load_pace(conn, app.settings).ipm == 100  # up to the budget, not past it
+    worker._on_success(conn, app.settings, {"x-ratelimit-limit-requests": "40"}, now_ms + 400, now_ms + 400)
+    worker._on_rate_limit(conn, app.settings, 0.05, now_ms + 500)
+    worker._on_success(conn, app.settings, {}, now_ms + 600, now_ms + 600)
+    assert worker._load_pace(conn, app.settings).ipm == pytest.approx(40 * 0.7 + 4)  # 10 % of the header's limit
+
+
+def test_the_stand_in_s_headers_set_the_pace_and_it_climbs_back_after_a_429(studio, conn, fake_openai):
+    fake_openai.images_per_minute = 600  # the account's limit, far under the app's IMAGES_PER_MINUTE of 6000
+    user = make_subscriber(conn)
+    new_batch(studio, conn, user, ["first"])
+    assert work(studio, threads=1) == {"done": 1}
+    pace = worker._load_pace(conn, studio.settings)
+    assert (pace.limit_ipm, pace.ipm) == (600, 600)
+    fake_openai.fail_next("rate_limit", count=1, retry_after_ms=50)
+    batch_id = new_batch(studio, conn, user, ["second", "third"])
+    assert work(studio, threads=1) == {"retry": 1, "done": 2}
+    assert [r["status"] for r in items(conn, batch_id)] == ["done", "done"]
+    assert fake_openai.count_by_status.get(429) == 1
+    assert worker._load_pace(conn, studio.settings).ipm == pytest.approx(600 * 0.7 + 2 * 60)  # cut once, two steps up
