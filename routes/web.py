@@ -296,6 +296,7 @@ def render(template: str, **context) -> str:
         "csrf_token": csrf_token,
         "library_key": library_key,
         "settings": app().settings,
+        "price_facts": app().catalog.price_facts(datetime.date.today()),
     }
     base.update(context)
     return app().templates.get_template(template).render(base)

@@ -97,6 +97,22 @@ class Catalog:
         """The models that are not retired today."""
         return tuple(m for m in self.models if not m.retired(today))
 
+    def price_facts(self, today: datetime.date) -> dict:
+        """What the public pages quote: the cheapest image on offer, and the default model's dearest 4K one."""
+        offers = [(m.price(r, ratio, q), m, r, q) for m in self.available(today) for r in m.resolutions
+                  for ratio in RATIOS for q in m.qualities]
+        if not offers:
+            return {"cheapest": 1, "cheapest_model": "", "cheapest_quality": "", "cheapest_resolution": "1K",
+                    "top": 1, "top_resolution": "1K"}
+        price, model, resolution, quality = min(offers, key=lambda offer: offer[0])
+        default = self.default(today)
+        top_resolution = default.resolutions[-1]
+        top = max(default.price(top_resolution, ratio, "high" if "high" in default.qualities else default.qualities[-1])
+                  for ratio in RATIOS)
+        return {"cheapest": price, "cheapest_model": model.label, "cheapest_quality": quality,
+                "cheapest_resolution": resolution, "top": top, "top_resolution": top_resolution,
+                "top_model": default.label}
+
     def default(self, today: datetime.date) -> Model:
         """The model the form starts with: the catalogue's default if it is available, else the first available."""
         available = self.available(today)

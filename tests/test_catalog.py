@@ -18,6 +18,9 @@ def test_the_shipped_catalogue():
     models = catalog.load()
     assert [m.id for m in models.models] == [*CURRENT, "gpt-image-1.5", "gpt-image-1-mini"]
     assert models.default(datetime.date(2026, 12, 2)).id == "gpt-image-2"
+    facts = models.price_facts(datetime.date(2026, 12, 2))  # what the landing and plan pages quote
+    assert (facts["cheapest"], facts["cheapest_model"], facts["cheapest_resolution"]) == (2, "GPT Image 2", "1K")
+    assert (facts["top"], facts["top_resolution"]) == (100, "4K")
     for model_id in CURRENT:  # every resolution at its exact size, asked for as is: no crop
         model = models.get(model_id)
         assert model.resolutions == catalog.RESOLUTIONS and model.retires is None
