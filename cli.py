@@ -1,4 +1,4 @@
-"""Command line: initdb, cleanup (nightly cron), worker (cron every minute), setup-stripe, models-check."""
+"""Command line: initdb, cleanup (nightly cron), worker (cron every minute), setup-stripe, models-check, prices."""
 
 from __future__ import annotations
 
@@ -101,6 +101,10 @@ def cmd_worker(settings, max_seconds: float | None = None, once: bool = False, s
     return 0
 
 
+#: Ids of image models (models-check lists those the key can use and the catalogue lacks).
+IMAGE_MODEL_PREFIXES = ("gpt-image", "dall-e", "chatgpt-image")
+
+
 def cmd_models_check(settings) -> int:
     """Compare the catalogue with the models the key can use; warn about retirements."""
     catalog = model_catalog.load(settings.model_catalog or None)
@@ -121,11 +125,50 @@ def cmd_models_check(settings) -> int:
         elif model.retires and (model.retires - today).days <= 30:
             notes.append(f"retires on {model.retires}, in {(model.retires - today).days} days")
         print(f"models-check: {model.id}: {'; '.join(notes) or 'ok'}")
+    # Informational: image models the key could use that the catalogue lacks (new ones, snapshots).
+    known = {model.id for model in catalog.models}
+    for model_id in sorted(m for m in available if m.startswith(IMAGE_MODEL_PREFIXES) and m not in known):
+        print(f"models-check: {model_id}: available to this key, not in the catalogue")
     return 1 if problems else 0
 
 
+def cmd_prices(settings, margin: float = 1.0, since: int | None = None, write: str | None = None) -> int:
+    """Recompute the credit prices from the recorded usage; print the table and (--write PATH) a catalogue copy."""
+    from services import prices
+
+    if not 0 < margin < float("inf") or (since is not None and since <= 0):
+        print("prices: --margin and --since must be more than 0", file=sys.stderr)
+        return 2
+    source = Path(settings.model_catalog or model_catalog.DEFAULT_FILE)
+    raw = prices.read_raw(source)
+    conn = db.Database(settings.database_url).connect()
+    try:
+        usage = db.items_usage(conn, None if since is None else int(time.time()) - since * 86400)
+    finally:
+        conn.close()
+    report = prices.compute(raw, usage, margin, since)
+    for line in prices.report_lines(report):
+        print(f"prices: {line}")
+    if write is None:
+        return 0
+    data, changes = prices.rewrite(raw, report)
+    target = Path(write)
+    try:
+        prices.write(target, data)
+    except OSError as exc:
+        print(f"prices: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    for combination, old, new in changes:
+        print(f"prices: {combination.label}: {old} -> {new} credits")
+    live = target.resolve() == source.resolve()
+    print(f"prices: wrote {target}: " + (f"{len(changes)} price(s) changed" if changes else "no price changed")
+          + ("; this is the live catalogue: restart the app for the site to use it" if live and changes else
+             "" if live else f"; {source} is unchanged"))
+    return 0
+
+
 COMMANDS = {"initdb": cmd_initdb, "cleanup": cmd_cleanup, "setup-stripe": cmd_setup_stripe, "worker": cmd_worker,
-            "models-check": cmd_models_check}
+            "models-check": cmd_models_check, "prices": cmd_prices}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="setup-stripe: only report what differs (exit 1)")
     parser.add_argument("--replace-webhook", action="store_true",
                         help="setup-stripe: replace a webhook endpoint of another API version with a new one")
+    parser.add_argument("--margin", type=float, default=1.0, metavar="M",
+                        help="prices: new price = ceil(p90 cost x M / credit_usd); 1.0 (default) makes a credit "
+                             "cover exactly credit_usd of upstream cost, 1.25 keeps a quarter more")
+    parser.add_argument("--since", type=int, default=None, metavar="DAYS",
+                        help="prices: only the images finished in the last DAYS days (default: all recorded usage)")
+    parser.add_argument("--write", default=None, metavar="PATH",
+                        help="prices: write a copy of the catalogue with the recomputed prices to PATH "
+                             "(the live catalogue only when PATH is that file)")
     args = parser.parse_args(argv)
     try:
         # setup-stripe creates the webhook endpoint, and so prints the secret the app then needs.
@@ -150,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_worker(settings, args.max_seconds, args.once, args.slot_fd)
         if args.command == "setup-stripe":
             return cmd_setup_stripe(settings, args.check, args.replace_webhook)
+        if args.command == "prices":
+            return cmd_prices(settings, args.margin, args.since, args.write)
         return COMMANDS[args.command](settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)

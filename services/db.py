@@ -787,6 +787,12 @@ def batches_pause_active(conn: Connection, user_id: int, reason: str, now: int) 
                         "WHERE user_id = ? AND status = 'active'", (reason, now, user_id))
 
 
+def batches_pause_model(conn: Connection, model: str, reason: str, now: int) -> int:
+    """Pause every active batch of a model, whoever owns it (OpenAI refused the model); return how many."""
+    return conn.execute("UPDATE batches SET status = 'paused', pause_reason = ?, updated_at = ? "
+                        "WHERE status = 'active' AND model = ?", (reason, now, model))
+
+
 def batch_finish_if_idle(conn: Connection, batch_id: int, now: int) -> None:
     """Mark a batch done when none of its items is queued or running any more."""
     waiting = conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE batch_id = ? "
@@ -838,6 +844,22 @@ def batch_item_delivered(conn: Connection, item_id: int, now: int) -> bool:
     """Mark a done item delivered (its file is about to be deleted); True if this call did it."""
     return conn.execute("UPDATE batch_items SET status = 'delivered', finished_at = COALESCE(finished_at, ?) "
                         "WHERE id = ? AND status = 'done'", (now, item_id)) == 1
+
+
+def items_usage(conn: Connection, since: int | None = None) -> list[dict]:
+    """Every generated image's recorded tokens with its batch's model, quality, resolution and ratio (`prices`).
+
+    Generated means done, delivered or expired (the image was made and paid for upstream); items
+    without both token counts are left out, and with `since` those finished before that time.
+    """
+    where = ("i.status IN ('done', 'delivered', 'expired') AND i.input_tokens IS NOT NULL "
+             "AND i.output_tokens IS NOT NULL")
+    params: tuple = ()
+    if since is not None:
+        where += " AND i.finished_at >= ?"
+        params = (since,)
+    return conn.all("SELECT b.model, b.quality, b.resolution, b.ratio, i.input_tokens, i.output_tokens "
+                    f"FROM batch_items i JOIN batches b ON b.id = i.batch_id WHERE {where}", params)
 
 
 # --- the worker's queue --------------------------------------------------------------------------

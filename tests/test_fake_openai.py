@@ -27,6 +27,7 @@ from tools.fake_openai import (  # noqa: E402
     FakeOpenAI,
     build_from_args,
     go_duration,
+    image_tokens,
     mask_key,
     parse_args,
     usage_cost,
@@ -639,21 +640,24 @@ def test_usage_is_in_every_answer_and_matches_usage_for(fake, model):
 
 def test_usage_grows_with_pixels_and_quality_and_not_with_complexity():
     prompt = "p" * 41
-    by_size = [usage_for(FLARE_26, w, h, "high", prompt)["output_tokens"]
-               for w, h in ((1024, 640), (1024, 1024), (1536, 1024), (2048, 1152), (3840, 2160))]
-    assert by_size == sorted(set(by_size)) and by_size[0] > 0
+    for sizes in (((1024, 1024), (2048, 2048), (2880, 2880)), ((1536, 864), (2048, 1152), (3840, 2160))):
+        by_size = [usage_for(FLARE_26, w, h, "high", prompt)["output_tokens"] for w, h in sizes]
+        assert by_size == sorted(set(by_size)) and by_size[0] > 0  # at one ratio, more pixels cost more
     by_quality = [usage_for(SUNBURST_25, 1024, 1024, q, prompt)["output_tokens"] for q in LADDER]
     assert by_quality == sorted(set(by_quality))
-    assert by_quality == [272, 1056, 4160, 8320, 16640]
-    assert usage_for(FLARE_26, 3840, 2160, "max", prompt)["output_tokens"] == round(16640 * 3840 * 2160 / 1024**2)
+    assert by_quality == [196, 1756, 7024, 15804, 28096]
+    assert usage_for(FLARE_26, 3840, 2160, "max", prompt)["output_tokens"] == image_tokens("max", 3840, 2160)
+    # OpenAI's calculator for gpt-image-2 (community.openai.com/t/1379464): 1024x1024 7,024, 1536x1024 5,488,
+    # 3584x2048 12,329 tokens at high quality.
+    assert [image_tokens("high", w, h) for w, h in ((1024, 1024), (1536, 1024), (3584, 2048))] == [7024, 5488, 12329]
     assert {usage_for(FLARE_26, 1024, 1024, "low", prompt, c)["output_tokens"] for c in ("low", "medium", "high")} \
-        == {272}
+        == {196}
     assert usage_for(FLARE_26, 1024, 1024, "auto", prompt) == usage_for(FLARE_26, 1024, 1024, "high", prompt)
     assert usage_for(FLARE_26, 1024, 1024, "low", prompt)["input_tokens_details"] == {"text_tokens": 11,
                                                                                       "image_tokens": 0}
-    assert usage_for(FLARE_26, 1024, 1024, "low", prompt, n=3)["output_tokens"] == 3 * 272
+    assert usage_for(FLARE_26, 1024, 1024, "low", prompt, n=3)["output_tokens"] == 3 * image_tokens("low", 1024, 1024)
     assert usage_cost(usage_for(FLARE_26, 1024, 1024, "high", "p" * 400)) == pytest.approx(
-        (100 * 5 + 4160 * 30) / 1_000_000)
+        (100 * 5 + 7024 * 30) / 1_000_000)
 
 
 def test_usage_for_refuses_what_the_api_refuses():

@@ -102,10 +102,10 @@ Where the stand-in differs from OpenAI (on purpose):
 * ``usage`` is in every 200 with images, from ``usage_for(model, width, height, quality, prompt,
   complexity=None, n=1)``, a pure function other tests can call: text input tokens =
   max(1, ceil(len(prompt) / 4)), no image input tokens; output (image) tokens =
-  round(TOKENS_1024[quality] * width * height / 1024**2) * n with TOKENS_1024 = 272 / 1056 / 4160
-  / 8320 / 16640 for low / medium / high / xhigh / max (``auto`` counts as ``high``). So tokens
-  grow with pixel count and quality, and not with ``complexity`` (OpenAI: no extra charge). The
-  numbers are this stand-in's estimates, not OpenAI's. ``output_tokens_details`` (optional in
+  ``image_tokens(quality, width, height)`` * n, OpenAI's gpt-image-2 formula from its pricing
+  calculator (quality factors 16 / 48 / 96 for low / medium / high; 144 / 192 for xhigh / max
+  are estimates; ``auto`` counts as ``high``): 1024x1024 high is 7,024 tokens. Tokens grow with
+  pixel count and quality, and not with ``complexity`` (OpenAI: no extra charge). ``output_tokens_details`` (optional in
   openai-python's ``ImagesResponse.Usage``) is sent too. ``usage_cost(usage)`` prices it at
   USD 5 / 8 / 30 per 1M text input / image input / image output tokens.
 * JPEG and WebP use quality 85 unless ``output_compression`` is sent (OpenAI's default is 100),
@@ -216,7 +216,19 @@ ORGANIZATION = "org-fake-images-in-bulk"
 WINDOW_SECONDS = 60.0
 MAX_BODY = 1024 * 1024
 #: Output tokens of one 1024x1024 image per quality (see usage_for); USD per 1M tokens (see usage_cost).
-TOKENS_1024 = {"low": 272, "medium": 1056, "high": 4160, "xhigh": 8320, "max": 16640}
+# OpenAI's image-output token formula for gpt-image-2, as its pricing calculator computes it (read out of the
+# calculator by the developer community, community.openai.com/t/1382699): a quality factor, a short-axis factor
+# and the area plus an offset. 1024x1024 high is 7,024 tokens, which OpenAI's calculator shows. xhigh and max are
+# not in that formula: their factors here (144, 192) are estimates, used for the 2.5 and 2.6 models as well.
+QUALITY_FACTORS = {"low": 16, "medium": 48, "high": 96, "xhigh": 144, "max": 192}
+
+
+def image_tokens(quality: str, width: int, height: int) -> int:
+    """Output tokens of one image of this size and quality (OpenAI's gpt-image-2 formula)."""
+    factor = QUALITY_FACTORS[quality]
+    long_edge, short_edge = max(width, height), min(width, height)
+    short_axis = (2 * factor * short_edge + long_edge) // (2 * long_edge)
+    return (factor * short_axis * (2_000_000 + width * height) + 4_000_000 - 1) // 4_000_000
 PRICE_PER_MILLION = {"text_input": 5.0, "image_input": 8.0, "image_output": 30.0}
 DOCS = "https://platform.openai.com/docs/guides/error-codes/api-errors"
 SIZE_RE = re.compile(r"^([0-9]+)x([0-9]+)$")
@@ -423,10 +435,10 @@ def usage_for(model: str, width: int, height: int, quality: str, prompt: str, co
         raise ValueError(f"{model} takes complexity {rules['complexities']}, not {complexity!r}")
     quality = "high" if quality == "auto" else quality
     text_tokens = max(1, math.ceil(len(prompt) / 4))
-    image_tokens = round(TOKENS_1024[quality] * width * height / (1024 * 1024)) * n  # complexity: no extra tokens
+    output = image_tokens(quality, width, height) * n  # complexity: no extra tokens
     return {"input_tokens": text_tokens, "input_tokens_details": {"image_tokens": 0, "text_tokens": text_tokens},
-            "output_tokens": image_tokens, "output_tokens_details": {"image_tokens": image_tokens, "text_tokens": 0},
-            "total_tokens": text_tokens + image_tokens}
+            "output_tokens": output, "output_tokens_details": {"image_tokens": output, "text_tokens": 0},
+            "total_tokens": text_tokens + output}
 
 
 def usage_cost(usage: dict) -> float:
