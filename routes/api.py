@@ -33,6 +33,7 @@ MESSAGES = {
     "prompt_too_long": _("Prompt %(line)s is too long for this model (at most %(max)s characters with the style)."),
     "unknown_model": _("Choose one of the models on the form."),
     "model_retired": _("%(model)s has been retired: choose another model."),
+    "model_unavailable": _("%(model)s is unavailable right now: choose another model."),
     "unknown_ratio": _("Choose 1:1, 9:16 or 16:9."),
     "unknown_format": _("Choose PNG or JPG."),
     "unknown_quality": _("Choose one of the model's qualities."),
@@ -52,6 +53,21 @@ FAILURE_MESSAGES = {
     "timeout": _("The image service took too long. Its credits came back; retry it later."),
     "no_credits": _("Not enough credits left: the batch is paused."),
     "model_retired": _("This model has been retired. Nothing was charged."),
+}
+
+
+# Why a batch waits: its own pause_reason, or service_paused while every worker is paused (the OpenAI account
+# refused work). The batch page (routes/studio.py) and describe() say the same.
+PAUSES = {
+    "no_credits": _("Paused: your credits ran out. The remaining images wait, and nothing is charged for them. "
+                    "Resume when your credits are renewed, or cancel them."),
+    "stopped": _("Stopped: the remaining images wait, and nothing is charged for them until you resume."),
+    "billing_hold": _("On hold: a payment of yours is disputed. The remaining images wait, and nothing is charged "
+                      "for them; resume once the dispute is settled."),
+    "model_unavailable": _("Paused: this model is unavailable right now. The remaining images wait, and nothing is "
+                           "charged for them; resume later, or cancel them."),
+    "service_paused": _("The image service is unavailable on our side for a few minutes. Your images wait in the "
+                        "queue and nothing is charged for them; this page goes on by itself."),
 }
 
 
@@ -75,13 +91,22 @@ def _json(status: int, body: dict) -> bottle.HTTPResponse:
 
 
 def describe(state: dict) -> dict:
-    """A batch's status as the page reads it."""
+    """A batch's status as the page reads it, with why it waits (pause_reason) and that in words (pause_message).
+
+    An active batch while every worker is paused reads pause_reason "service_paused"; a batch's
+    own reason (stopped, no_credits, model_unavailable...) is kept.
+    """
     batch, items = state["batch"], state["items"]
+    shown = {key: batch[key] for key in ("id", "status", "pause_reason", "model", "ratio", "quality", "image_format",
+                                         "resolution", "complexity", "width", "height", "item_count",
+                                         "credits_per_item", "created_at")}
+    if batch["status"] == "active" and not batch["pause_reason"] and worker.paused(web.conn(), web.now() * 1000):
+        shown["pause_reason"] = "service_paused"
+    reason = shown["pause_reason"]
+    shown["pause_message"] = web.translate(PAUSES[reason]) if reason in PAUSES else None
     return {
         "now": web.now(),
-        "batch": {key: batch[key] for key in ("id", "status", "pause_reason", "model", "ratio", "quality",
-                                             "image_format", "resolution", "complexity", "width", "height",
-                                             "item_count", "credits_per_item", "created_at")},
+        "batch": shown,
         "counts": state["counts"],
         "items": [{
             "id": item["id"], "position": item["position"], "prompt": item["prompt"],
@@ -167,6 +192,7 @@ def register(app: web.App) -> None:
             model_id=form_value("model"), ratio=form_value("ratio"), quality=form_value("quality"),
             image_format=form_value("format"), separator=app.settings.prompt_separator,
             max_prompts=limit, credits_left=credits.balance(web.conn(), user["id"]), total_prompts=total,
+            unavailable=batches.unavailable_models(web.conn(), web.now() * 1000),
             resolution=form_value("resolution") or "1K", complexity=form_value("complexity"))
         if not checked.ok:
             first = checked.errors[0]

@@ -26,13 +26,7 @@ WARNINGS = {
                      "their text, extra names are left out."),
 }
 
-PAUSES = {
-    "no_credits": _("Paused: your credits ran out. The remaining images wait, and nothing is charged for them. "
-                    "Resume when your credits are renewed, or cancel them."),
-    "stopped": _("Stopped: the remaining images wait, and nothing is charged for them until you resume."),
-    "billing_hold": _("On hold: a payment of yours is disputed. The remaining images wait, and nothing is charged "
-                      "for them; resume once the dispute is settled."),
-}
+PAUSES = api.PAUSES  # why a batch waits (model_unavailable among them), in one place for this page and the API
 
 FIELDS = ("prompts", "names", "style", "model", "quality", "format", "ratio", "resolution", "complexity")
 QUALITY_LABELS = {"low": _("Low: drafts, fastest"), "medium": _("Medium"), "high": _("High: finest, slower"),
@@ -125,6 +119,7 @@ def register(app: web.App) -> None:
             model_id=values["model"], ratio=values["ratio"], quality=values["quality"],
             image_format=values["format"], separator=app.settings.prompt_separator,
             max_prompts=limit, credits_left=credits.balance(web.conn(), user["id"]), total_prompts=total,
+            unavailable=batches.unavailable_models(web.conn(), web.now() * 1000),
             resolution=values["resolution"] or "1K", complexity=values["complexity"])
 
     def show_review(values: dict, checked, status: int = 200):
@@ -229,7 +224,7 @@ def register(app: web.App) -> None:
             pause_text=web.translate(PAUSES[batch["pause_reason"]]) if batch["pause_reason"] in PAUSES else None,
             failure_texts={code: web.translate(text) for code, text in api.FAILURE_MESSAGES.items()},
             balance=credits.balance(web.conn(), user["id"]), can_generate=web.plan().can_generate,
-            retention_days=app.settings.image_retention_days)
+            retention_days=app.settings.image_retention_days, expected_bytes=batches.estimated_bytes(batch))
 
     def batch_action(batch_id: int, action, needs_plan: bool = False):
         user = signed_in(f"/batches/{batch_id}")

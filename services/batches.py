@@ -12,8 +12,10 @@ import csv
 import dataclasses
 import datetime
 import io
+import json
 import logging
 import secrets
+from collections.abc import Collection
 from pathlib import Path
 
 from services import credits, db
@@ -28,6 +30,11 @@ FORMATS = ("png", "jpeg")
 BYTES_PER_PIXEL = {"png": 1.5, "jpeg": 0.25}
 UPLOAD_SUFFIXES = (".txt", ".csv")
 TEST_RUN_ITEMS = 3  # a test run generates the first 3 prompts and holds the rest until the owner goes on
+# The worker_state row holding the models OpenAI refused as set up (worker._model_unavailable writes it):
+# {model id: {"reason" (model_not_found or bad_param), "status", "code", "param", "message", "request_id", "since",
+# "until_ms"}}. One row, not one per model: worker_state names are at most 32 characters and a snapshot's id alone
+# can be longer.
+MODELS_DOWN = "models_down"
 
 
 class BatchError(Exception):
@@ -91,6 +98,12 @@ class Review:
     def ok(self) -> bool:
         """True when the batch may start."""
         return not self.errors
+
+
+def estimated_bytes(batch: dict) -> int:
+    """A stored batch's rough download (as Review.download_bytes): width × height × bytes per pixel × images."""
+    per_pixel = BYTES_PER_PIXEL.get(batch["image_format"], BYTES_PER_PIXEL["png"])
+    return int(batch["width"] * batch["height"] * per_pixel * batch["item_count"])
 
 
 # --- reading input -------------------------------------------------------------------------------
@@ -184,12 +197,13 @@ def read_upload(filename: str, data: bytes, max_bytes: int) -> tuple[list[str], 
 def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names: list[str | None], style: str,
            model_id: str, ratio: str, quality: str, image_format: str, separator: str, max_prompts: int,
            credits_left: int, total_prompts: int | None = None, resolution: str = "1K",
-           complexity: str = "") -> Review:
+           complexity: str = "", unavailable: Collection[str] = ()) -> Review:
     """Check the batch and describe it item by item; nothing is stored or charged.
 
     It costs O(input): past the plan's limit it only says how many prompts were over, and
     names nothing (`total_prompts` is the count of all the prompts sent, when only the first
-    max_prompts + 1 were read).
+    max_prompts + 1 were read). `unavailable` holds the ids of the models OpenAI refuses right
+    now (`unavailable_models()`): choosing one is an error.
     """
     errors: list[Problem] = []
     warnings: list[Problem] = []
@@ -200,6 +214,8 @@ def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names:
         errors.append(Problem("unknown_model", values={"model": model_id[:60]}))
     elif model.retired(today):
         errors.append(Problem("model_retired", values={"model": model.label}))
+    elif model.id in unavailable:
+        errors.append(Problem("model_unavailable", values={"model": model.label}))
     if ratio not in RATIOS:
         errors.append(Problem("unknown_ratio"))
     if image_format not in FORMATS or (model and image_format not in model.formats):
@@ -262,7 +278,8 @@ def create(conn: db.Connection, catalog: Catalog, user_id: int, checked: Review,
 
     A subscriber has at most `max_open` unfinished batches (BatchError too_many_open). A test run
     queues the first TEST_RUN_ITEMS items and holds the rest (nothing charged for them)
-    until `go_on()`.
+    until `go_on()`. A model OpenAI refuses right now (see `unavailable_models()`) takes no new
+    batch (BatchError model_unavailable).
     """
     if not checked.ok:
         raise BatchError(checked.errors[0].code)
@@ -270,6 +287,9 @@ def create(conn: db.Connection, catalog: Catalog, user_id: int, checked: Review,
     existing = db.batch_by_token(conn, user_id, token)
     if existing is not None:
         return existing["id"], False
+    if checked.model in unavailable_models(conn, now * 1000):
+        model = catalog.get(checked.model)
+        raise BatchError("model_unavailable", model=model.label if model else checked.model)
     size = catalog.get(checked.model).size(checked.resolution, checked.ratio).output
     with conn.transaction():
         # The user's row is locked first, so two Starts at once cannot both pass the count.
@@ -280,6 +300,19 @@ def create(conn: db.Connection, catalog: Catalog, user_id: int, checked: Review,
         db.batch_items_insert(conn, batch_id, [(i.position, i.prompt, i.file_name) for i in checked.items], now,
                               hold_after=TEST_RUN_ITEMS if test_run else None)
     return batch_id, True
+
+
+def unavailable_models(conn: db.Connection, now_ms: int, lock: bool = False) -> dict[str, dict]:
+    """The models OpenAI refused as set up, each with its mark, while the mark lasts (QUOTA_PAUSE_SECONDS)."""
+    raw = db.worker_state_get(conn, MODELS_DOWN, lock=lock)
+    try:
+        marks = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    if not isinstance(marks, dict):
+        return {}
+    return {model: mark for model, mark in marks.items()
+            if isinstance(mark, dict) and isinstance(mark.get("until_ms"), int) and mark["until_ms"] > now_ms}
 
 
 def started_with(conn: db.Connection, user_id: int, request_token: str) -> int | None:

@@ -32,7 +32,9 @@ def _session() -> requests.Session:
     return session
 
 # What the worker does with each kind of failure:
-#   moderation, invalid -> fail the item, refund, no retry (retrying cannot help)
+#   moderation, invalid -> fail the item, refund, no retry (retrying cannot help); but an error that blames
+#                          the model or a setting, not the prompt (model_not_found, a 400 on size, quality...),
+#                          pauses that model's batches instead (worker._setup_mistake)
 #   rate_limit          -> wait (Retry-After) and retry; the user is not charged twice
 #   quota               -> pause all work (the operator must act), refund
 #   server, timeout, broken -> retry up to 3 attempts with backoff, then fail and refund
@@ -42,10 +44,14 @@ _MODERATION_CODES = {"moderation_blocked", "content_policy_violation", "image_ge
 
 
 class ImageAPIError(Exception):
-    """A failed generation: kind, HTTP status, the API's type/code/message, its request id, and a wait hint."""
+    """A failed generation: kind, HTTP status, the API's type/code/param/message, its request id, and a wait hint.
+
+    `param` is the request field the API blamed (size, quality, model, prompt ...), when it named one.
+    """
 
     def __init__(self, kind: str, message: str, status: int | None = None, error_type: str | None = None,
-                 code: str | None = None, request_id: str | None = None, retry_after: float | None = None):
+                 code: str | None = None, request_id: str | None = None, retry_after: float | None = None,
+                 param: str | None = None):
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -54,6 +60,7 @@ class ImageAPIError(Exception):
         self.code = code
         self.request_id = request_id
         self.retry_after = retry_after
+        self.param = param
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +145,8 @@ def generate(base_url: str, api_key: str, *, model: str, prompt: str, size: str,
             message = str(error.get("message") or f"HTTP {response.status_code}")[:500]
             raise ImageAPIError(kind, message, status=response.status_code, error_type=error.get("type"),
                                 code=error.get("code"), request_id=request_id,
-                                retry_after=_retry_after(response.headers))
+                                retry_after=_retry_after(response.headers),
+                                param=error.get("param") if isinstance(error.get("param"), str) else None)
         try:
             encoded = payload["data"][0]["b64_json"]
             data = base64.b64decode(encoded, validate=True)

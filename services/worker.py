@@ -22,6 +22,18 @@ A claim happens in one transaction behind a lock row (SQLite's BEGIN IMMEDIATE d
 so two workers never take the same item. An item's credits are reserved under the reference
 item:<id>:<charge>, so a worker that dies mid-item and an item taken again after its lease
 expired never charge twice; every path that ends without an image refunds.
+
+Two refusals stop more than the item, because the prompt is not what is wrong:
+
+* the account (insufficient_quota, a refused key): every worker pauses for QUOTA_PAUSE_SECONDS
+  (worker_state "pause"), the item is refunded and queued again, the log says OPERATOR;
+* one model (a setup mistake: model_not_found, or a 400 that blames size, quality, complexity,
+  output_format, model, background or n): the item is refunded and queued again, every active
+  batch of that model is paused ("model_unavailable"), the model is marked unavailable for
+  QUOTA_PAUSE_SECONDS (worker_state "models_down", see batches.unavailable_models) so that no
+  new batch of it is accepted, and the log says OPERATOR once per marking. The mark just runs
+  out: a batch of that model resumed after that tries again, and marks it again if it is still
+  wrong.
 """
 
 from __future__ import annotations
@@ -60,6 +72,11 @@ PACE_MARGIN_MS = 5  # added to every spacing: a request's trip varies by a few m
 SLOT_POLL = 0.05  # seconds a thread waits for a slot held by another process before it looks again
 HEARTBEAT_EVERY = 5
 APP_ROOT = Path(__file__).resolve().parent.parent
+
+# Request fields that, when a 400 blames them, mean the site's set-up for a model is wrong (the catalogue's size,
+# quality..., or a model the key cannot use), not the subscriber's prompt: every item of that model would fail alike.
+SETUP_PARAMS = frozenset({"size", "quality", "complexity", "output_format", "model", "background", "n"})
+SETUP_ERROR_TYPES = ("invalid_request_error", "image_generation_user_error")
 
 # What a failed item says (code -> English message; the pages translate the code).
 FAILURES = {
@@ -353,6 +370,8 @@ def _handle_failure(conn: db.Connection, settings: Settings, worker: str, batch:
     now, now_ms = int(time.time()), _now_ms()
     log.warning("item %s of batch %s: %s (%s, status %s, request %s)", item["id"], batch["id"], exc.kind,
                 exc.code, exc.status, exc.request_id)
+    if _setup_mistake(exc):
+        return _model_unavailable(conn, settings, worker, batch, item, exc)
     if exc.kind in ("moderation", "invalid"):
         code = "refused" if exc.kind == "moderation" else "invalid"
         _fail(conn, worker, batch, item, code, f"{FAILURES[code]} ({exc.message})"[:500], exc.request_id, now)
@@ -377,6 +396,51 @@ def _handle_failure(conn: db.Connection, settings: Settings, worker: str, batch:
         return "retry"
     _fail(conn, worker, batch, item, "timeout" if exc.kind == "timeout" else "upstream", None, exc.request_id, now)
     return "failed"
+
+
+def _setup_mistake(exc: ImageAPIError) -> bool:
+    """True when OpenAI refused the model or a setting of it (our configuration), not this item's prompt.
+
+    A model_not_found (404, or the 403 of a project without access to the model), or a 400 of
+    type invalid_request_error / image_generation_user_error whose `param` is one of SETUP_PARAMS.
+    A refusal by the safety system or one that blames the prompt stays the item's own.
+    """
+    if exc.code == "model_not_found" and exc.status in (403, 404):
+        return True
+    return (exc.status == 400 and exc.param in SETUP_PARAMS and exc.error_type in SETUP_ERROR_TYPES
+            and exc.code not in ("moderation_blocked", "content_policy_violation"))
+
+
+def _model_unavailable(conn: db.Connection, settings: Settings, worker: str, batch: dict, item: dict,
+                       exc: ImageAPIError) -> str:
+    """Park a set-up mistake: refund and requeue the item, pause the model's batches, mark the model unavailable.
+
+    The mark (batches.MODELS_DOWN) lasts QUOTA_PAUSE_SECONDS and is written under the scheduler's
+    lock, so however many items of the model come back refused at once, one of them marks it and
+    logs OPERATOR; the others only park their item.
+    """
+    now, now_ms = int(time.time()), _now_ms()
+    model = batch["model"]
+    with conn.transaction():
+        db.worker_state_get(conn, "scheduler", lock=True)  # one marker at a time (SQLite: BEGIN IMMEDIATE already)
+        marks = batches.unavailable_models(conn, now_ms, lock=True)  # the live marks only: expired ones drop out
+        fresh = model not in marks
+        if fresh:
+            reason = "model_not_found" if exc.code == "model_not_found" else "bad_param"
+            marks[model] = {"reason": reason, "status": exc.status, "code": exc.code, "param": exc.param,
+                            "message": exc.message, "request_id": exc.request_id, "since": now,
+                            "until_ms": now_ms + settings.quota_pause_seconds * 1000}
+            db.worker_state_set(conn, batches.MODELS_DOWN, json.dumps(marks), now)
+        if db.batch_item_requeue_refunded(conn, item["id"], worker):
+            _refund(conn, batch, item, now)
+        paused_batches = db.batches_pause_model(conn, model, "model_unavailable", now)
+    if fresh:
+        blamed = f"{exc.code or exc.status}{f', param {exc.param}' if exc.param else ''}"
+        log.error("OPERATOR: model %s refused by OpenAI (%s: %s; request %s); its batches are paused (%d now) and "
+                  "new ones refused for %s s; fix the catalogue (MODEL_CATALOG) or the key's access to the model, "
+                  "then its subscribers resume their batches", model, blamed, exc.message, exc.request_id,
+                  paused_batches, settings.quota_pause_seconds)
+    return "paused"
 
 
 def _write(path: Path, data: bytes) -> None:

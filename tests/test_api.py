@@ -167,3 +167,43 @@ def test_a_json_body_past_the_memory_limit_is_refused_with_413(studio, ana):
     response = client.post("/api/batches", data=b'{"prompts": "' + b"a" * 2_100_000 + b'"}',
                            content_type="application/json", headers={"X-CSRF-Token": token})
     assert response.status_code == 413 and response.json["error"]["code"] == "too_large"
+
+
+def test_the_poll_says_when_every_worker_is_paused_and_keeps_a_batch_s_own_reason(studio, ana, conn, fake_openai):
+    _user, client, token = ana
+    client.set_cookie("lang", "en")
+    batch_id = create(client, token).json["batch"]["id"]
+    polled = client.get(f"/api/batches/{batch_id}").json["batch"]
+    assert (polled["pause_reason"], polled["pause_message"]) == (None, None)
+    fake_openai.fail_next("insufficient_quota", count=1)
+    assert worker.run(studio.settings, studio.database, studio.catalog, threads=1, max_seconds=1.5) == {"paused": 1}
+    polled = client.get(f"/api/batches/{batch_id}").json["batch"]
+    assert (polled["status"], polled["pause_reason"]) == ("active", "service_paused")
+    assert polled["pause_message"].startswith("The image service is unavailable on our side")
+    stopped = client.post(f"/api/batches/{batch_id}/stop", headers={"X-CSRF-Token": token})
+    assert stopped.json == {"stopped": True}
+    polled = client.get(f"/api/batches/{batch_id}").json["batch"]  # the batch's own reason, not the service's
+    assert (polled["status"], polled["pause_reason"]) == ("paused", "stopped")
+    assert polled["pause_message"].startswith("Stopped: the remaining images wait")
+    db.worker_state_set(conn, "pause", "{}", int(time.time()))  # the operator topped up the account
+    client.post(f"/api/batches/{batch_id}/resume", headers={"X-CSRF-Token": token})
+    polled = client.get(f"/api/batches/{batch_id}").json["batch"]
+    assert (polled["status"], polled["pause_reason"], polled["pause_message"]) == ("active", None, None)
+
+
+def test_a_model_openai_refuses_is_paused_in_the_poll_and_refused_for_new_batches(studio, ana, conn, fake_openai):
+    user, client, token = ana
+    client.set_cookie("lang", "en")
+    fake_openai.models = [m for m in fake_openai.models if m != "gpt-image-2"]
+    batch_id = create(client, token).json["batch"]["id"]
+    assert worker.run(studio.settings, studio.database, studio.catalog, threads=1) == {"paused": 1}
+    polled = client.get(f"/api/batches/{batch_id}").json
+    assert (polled["batch"]["status"], polled["batch"]["pause_reason"]) == ("paused", "model_unavailable")
+    assert polled["batch"]["pause_message"].startswith("Paused: this model is unavailable right now.")
+    assert polled["counts"] == {"queued": 2} and credits.balance(conn, user) == 300
+    again = create(client, token)
+    assert again.status_code == 422 and again.json["error"] == {  # the review says so before anything is stored
+        "code": "model_unavailable", "message": "GPT Image 2 is unavailable right now: choose another model."}
+    assert create(client, token, model="gpt-image-2.5-flare").status_code == 201
+    page = client.get(f"/batches/{batch_id}").text  # the batch page says it too, with its Resume button
+    assert "Paused: this model is unavailable right now." in page and 'id="resume-button"' in page

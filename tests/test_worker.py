@@ -460,3 +460,163 @@ def test_the_stand_in_s_headers_set_the_pace_and_it_climbs_back_after_a_429(stud
     assert [r["status"] for r in items(conn, batch_id)] == ["done", "done"]
     assert fake_openai.count_by_status.get(429) == 1
     assert worker._load_pace(conn, studio.settings).ipm == pytest.approx(600 * 0.7 + 2 * 60)  # cut once, two steps up
+
+
+# --- a model OpenAI refuses as set up: the model pauses, not each item -------------------------------------------
+
+REFUSED_MODEL = "gpt-image-2.5-flare"
+
+
+def refusing(kind, fake_openai, monkeypatch):
+    """Make the upstream refuse REFUSED_MODEL as `kind` does; returns (the worker's catalogue, calls per model, fix)."""
+    import copy
+    import json
+
+    from services import openai_images
+    from tests.conftest import UNRETIRED_CATALOG_DATA
+
+    broken = {"on": True}
+    calls: dict[str, int] = {}
+    worker_catalog = CATALOG
+    if kind == "size":  # the catalogue asks for a size the model refuses: a 400 with param size
+        data = copy.deepcopy(UNRETIRED_CATALOG_DATA)
+        entry = next(m for m in data["models"] if m["id"] == REFUSED_MODEL)
+        entry["sizes"]["1K"]["16:9"] = {"request": "1544x872", "output": "1536x864"}  # 1544 is no multiple of 16
+        worker_catalog = catalog.parse(json.loads(json.dumps(data)), "a wrong catalogue")
+    elif kind == "unserved":  # the key cannot use the model: the stand-in's 400 with param model
+        fake_openai.models = [m for m in fake_openai.models if m != REFUSED_MODEL]
+    real = openai_images.generate
+
+    def generate(*args, **kwargs):
+        calls[kwargs["model"]] = calls.get(kwargs["model"], 0) + 1
+        if kind == "model_not_found" and broken["on"] and kwargs["model"] == REFUSED_MODEL:
+            raise openai_images.ImageAPIError(
+                "invalid", f"The model `{REFUSED_MODEL}` does not exist or you do not have access to it.", status=404,
+                error_type="invalid_request_error", code="model_not_found", request_id="req_notfound", param="model")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(openai_images, "generate", generate)
+
+    def fix():
+        broken["on"] = False
+        fake_openai.models = list(fake_openai._defaults["models"])
+        return CATALOG
+
+    return worker_catalog, calls, fix
+
+
+def operator_lines(caplog):
+    """The OPERATOR lines logged so far."""
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("OPERATOR")]
+
+
+def expire_marks(conn):
+    """As if QUOTA_PAUSE_SECONDS had passed since every model was marked."""
+    import json
+
+    marks = json.loads(db.worker_state_get(conn, batches.MODELS_DOWN) or "{}")
+    for mark in marks.values():
+        mark["until_ms"] = int(time.time() * 1000) - 1
+    db.worker_state_set(conn, batches.MODELS_DOWN, json.dumps(marks), int(time.time()))
+
+
+@pytest.mark.parametrize("kind", ["unserved", "size", "model_not_found"])
+def test_a_model_openai_refuses_pauses_its_batches_once_and_fails_nothing(studio, conn, fake_openai, caplog,
+                                                                           monkeypatch, kind):
+    worker_catalog, calls, fix = refusing(kind, fake_openai, monkeypatch)
+    ana, ben = make_subscriber(conn), make_subscriber(conn, "Ben", "ben@example.com")
+    refused = new_batch(studio, conn, ana, [f"refused {n}" for n in range(5)], model=REFUSED_MODEL)
+    other = new_batch(studio, conn, ben, ["fine one", "fine two"])  # gpt-image-2, served as usual
+    stats = worker.run(studio.settings, studio.database, worker_catalog, threads=3)
+    assert "failed" not in stats and stats["done"] == 2, stats
+    rows = items(conn, refused)
+    assert [r["status"] for r in rows] == ["queued"] * 5
+    assert [r["charged"] for r in rows] == [0] * 5 and not any(r["error_code"] for r in rows)
+    batch = db.batch_get(conn, refused)
+    assert (batch["status"], batch["pause_reason"]) == ("paused", "model_unavailable")
+    assert 1 <= calls[REFUSED_MODEL] <= 3  # the calls in flight when it was refused, not one per item
+    reserved = conn.scalar("SELECT COUNT(*) AS n FROM credit_ledger WHERE user_id = ? AND reason = 'reserve'", (ana,))
+    refunded = conn.scalar("SELECT COUNT(*) AS n FROM credit_ledger WHERE user_id = ? AND reason = 'refund'", (ana,))
+    assert reserved == refunded == calls[REFUSED_MODEL]
+    assert credits.balance(conn, ana) == 300
+    assert_ledger_consistent(conn, ana)
+    assert [r["status"] for r in items(conn, other)] == ["done", "done"]
+    assert db.batch_get(conn, other)["status"] == "done"
+    assert credits.balance(conn, ben) == 300 - 2 * 2
+    lines = operator_lines(caplog)
+    assert len(lines) == 1, lines
+    assert f"model {REFUSED_MODEL} refused by OpenAI" in lines[0] and "its batches are paused" in lines[0]
+    mark = batches.unavailable_models(conn, int(time.time() * 1000))[REFUSED_MODEL]
+    assert mark["code"] == {"unserved": "invalid_value", "size": "invalid_value", "model_not_found": "model_not_found"}[
+        kind]
+    assert mark["param"] == ("size" if kind == "size" else "model") and mark["request_id"] and mark["message"]
+    assert mark["until_ms"] - mark["since"] * 1000 == pytest.approx(studio.settings.quota_pause_seconds * 1000,
+                                                                    abs=2000)
+
+    # While it is marked, a new batch of that model is refused, at the review and at the start; others go on.
+    with pytest.raises(batches.BatchError) as refused_again:
+        new_batch(studio, conn, ben, ["another"], model=REFUSED_MODEL)
+    assert refused_again.value.code == "model_unavailable"
+    assert refused_again.value.values == {"model": "GPT Image 2.5 Flare"}
+    checked = batches.review(CATALOG, datetime.date.today(), prompts=["x"], names=[], style="", model_id=REFUSED_MODEL,
+                             ratio="16:9", quality="low", image_format="jpeg", separator=", ", max_prompts=200,
+                             credits_left=300, unavailable=batches.unavailable_models(conn, int(time.time() * 1000)))
+    assert [(p.code, p.values) for p in checked.errors] == [("model_unavailable", {"model": "GPT Image 2.5 Flare"})]
+    assert new_batch(studio, conn, ben, ["fine three"])
+
+    # The mark runs out; resumed while still wrong, the batch tries again, is paused again and logs once more.
+    expire_marks(conn)
+    assert batches.resume(conn, ana, refused, int(time.time()))
+    stats = worker.run(studio.settings, studio.database, worker_catalog, threads=3)
+    assert "failed" not in stats
+    assert db.batch_get(conn, refused)["pause_reason"] == "model_unavailable"
+    assert [r["status"] for r in items(conn, refused)] == ["queued"] * 5 and credits.balance(conn, ana) == 300
+    assert len(operator_lines(caplog)) == 2
+
+    # Fixed: after the mark, a resume generates every image, each charged once.
+    worker_catalog = fix()
+    expire_marks(conn)
+    assert batches.resume(conn, ana, refused, int(time.time()))
+    assert worker.run(studio.settings, studio.database, worker_catalog, threads=3) == {"done": 5}
+    assert [r["status"] for r in items(conn, refused)] == ["done"] * 5
+    assert db.batch_get(conn, refused)["status"] == "done"
+    assert credits.balance(conn, ana) == 300 - 5 * 2
+    assert_ledger_consistent(conn, ana)
+    assert len(operator_lines(caplog)) == 2
+
+
+def test_a_prompt_s_own_400_still_fails_only_that_item(studio, conn, fake_openai, caplog):
+    user = make_subscriber(conn)
+    batch_id = new_batch(studio, conn, user, ["fine", f"a {fake_openai.moderation_marker} one", "too long", "fine 2"])
+    # The review keeps prompts within the model's limit: as if the limit had been wrong in the catalogue.
+    conn.execute("UPDATE batch_items SET prompt = ? WHERE batch_id = ? AND position = 3", ("x" * 32_001, batch_id))
+    assert work(studio, threads=2) == {"done": 2, "failed": 2}
+    rows = items(conn, batch_id)
+    assert [(r["status"], r["error_code"]) for r in rows] == [("done", None), ("failed", "refused"),
+                                                              ("failed", "invalid"), ("done", None)]
+    assert "string too long" in rows[2]["error_message"]
+    assert db.batch_get(conn, batch_id)["status"] == "done"
+    assert batches.unavailable_models(conn, int(time.time() * 1000)) == {} and not operator_lines(caplog)
+    assert credits.balance(conn, user) == 300 - 2 * 2
+    assert_ledger_consistent(conn, user)
+
+
+@pytest.mark.parametrize("status, error_type, code, param, setup", [
+    (404, "invalid_request_error", "model_not_found", "model", True),
+    (403, "invalid_request_error", "model_not_found", None, True),
+    (400, "image_generation_user_error", "invalid_value", "size", True),
+    (400, "invalid_request_error", "invalid_value", "quality", True),
+    (400, "invalid_request_error", "unknown_parameter", "complexity", True),
+    (400, "image_generation_user_error", "invalid_value", "model", True),
+    (400, "invalid_request_error", "string_above_max_length", "prompt", False),
+    (400, "image_generation_user_error", "moderation_blocked", None, False),
+    (400, "invalid_request_error", None, None, False),
+    (401, "invalid_request_error", "invalid_api_key", None, False),
+    (500, "server_error", None, None, False),
+])
+def test_which_refusals_are_set_up_mistakes(status, error_type, code, param, setup):
+    from services.openai_images import ImageAPIError, _classify
+
+    kind = _classify(status, {"type": error_type, "code": code})
+    error = ImageAPIError(kind, "refused", status=status, error_type=error_type, code=code, param=param)
+    assert worker._setup_mistake(error) is setup

@@ -23,6 +23,28 @@ async function start() {
   const notice = text => { $('batch-notice').textContent = text || ''; $('batch-notice').hidden = !text; };
   const li = itemId => $('item-' + itemId);
 
+  // Will the images still to collect fit? The server's estimate of the whole batch, shared by the images
+  // not yet here, against the free space the browser reports (quota - usage). If not, say so; collect anyway.
+  async function checkSpace() {
+    const space = $('batch-space'), rows = [...document.querySelectorAll('#results .result')];
+    if (!space) return;
+    const left = rows.filter(r => ['held', 'queued', 'running', 'done'].includes(r.dataset.status)
+      && !stored.has(+r.dataset.itemId)).length;
+    const need = rows.length ? +t.expectedBytes * left / rows.length : 0;
+    let free = Infinity;
+    try {
+      const {quota, usage} = await navigator.storage.estimate();
+      if (quota > 0) free = Math.max(0, quota - (usage || 0));
+    } catch {
+      // No estimate (an old browser, say): the failed write still says so.
+    }
+    const mb = n => n.toLocaleString(lang, {maximumFractionDigits: 0}); // MB of 1,000,000 bytes
+    const text = need <= free ? ''
+      : fill(t.tSpace, {need: mb(Math.ceil(need / 1e6)), free: mb(Math.floor(free / 1e6))});
+    space.textContent = text;
+    space.hidden = !text;
+  }
+
   function thumb(itemId, blob, name) {
     const img = li(itemId)?.querySelector('.result-img');
     if (!img || img.src) return;
@@ -189,6 +211,7 @@ async function start() {
       storable = true;
       notice('');
     }
+    if (!document.hidden) checkSpace();
     next(document.hidden ? 10000 : 0);
   });
 
@@ -201,5 +224,6 @@ async function start() {
     storable = false;
     notice(t.tStorage);
   }
+  await checkSpace();
   poll();
 }
