@@ -105,7 +105,9 @@ def test_sign_in_sign_out_and_sign_in_again_as_the_same_user(page, serve, idp):
         page.wait_for_url(base + "/account")
         assert page.text_content(".account-name").strip() == "Ana García"
         assert page.text_content(".nav-user").strip() == "Ana García"
-        page.click(".account form button[type=submit]")
+        page.click("#account-signout")  # to the sign-out page, which offers to remove this browser's images
+        page.wait_for_url(base + "/logout")
+        page.click("#signout-button")
         page.wait_for_url(base + "/")
         assert page.locator(".nav-user").count() == 0
     conn = app.database.connect()

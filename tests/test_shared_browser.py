@@ -84,8 +84,10 @@ def test_subscribers_sharing_a_browser_see_only_their_own_images_and_can_remove_
     subscribe(page, base, "g-1001")
     a_batch = run_batch(page, base, ["a red fox", "a blue whale"])
     a_key = page.get_attribute("#batch", "data-library-key")
-    page.goto(base + "/account")
-    page.click(".account form[action='/logout'] button[type=submit]")
+    page.goto(base + "/account")  # the account page's Sign out leads to the same page as the header's
+    page.click("#account-signout")
+    page.wait_for_url(base + "/logout")
+    page.click("#signout-button")
     page.wait_for_url(base + "/")
 
     # B signs in in the same browser: nothing of A's in the library, from store.js, or at A's batch page.
@@ -185,8 +187,8 @@ def test_rows_kept_before_owners_show_only_to_the_subscriber_whose_batch_they_ar
         assert sorted(page.evaluate(ROWS)) == sorted([["batches", a_batch, None], ["images", a_batch, None],
                                                       ["images", a_batch, None], ["batches", stranger, None],
                                                       ["images", stranger, None]])
-        page.goto(base + "/account")
-        page.click(".account form[action='/logout'] button[type=submit]")
+        page.goto(base + "/logout")
+        page.click("#signout-button")
         page.wait_for_url(base + "/")
 
         # A's library takes A's old rows, which zip as before; the stranger's stay as they were, hidden.
