@@ -7,7 +7,10 @@ round. Secret values never appear in a message.
 from __future__ import annotations
 
 import dataclasses
+import email.utils
+import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -89,6 +92,15 @@ class Settings:
     batch_history_days: int = 90
     quota_pause_seconds: int = 900
     retry_base_ms: int = 2000
+    # Outgoing mail ("email me when the batch is ready"); off without SMTP_HOST.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_password: str = dataclasses.field(default="", repr=False)
+    smtp_from: str = ""
+    smtp_security: str = "starttls"
+    smtp_ca_file: str = ""
+    smtp_timeout: int = 20
 
     @property
     def results_dir(self) -> Path:
@@ -99,6 +111,11 @@ class Settings:
     def billing_enabled(self) -> bool:
         """True when Stripe is configured (always in production; optional in the demo and tests)."""
         return bool(self.stripe_secret_key and self.stripe_webhook_secret)
+
+    @property
+    def mail_enabled(self) -> bool:
+        """True when outgoing mail is configured (SMTP_HOST is set)."""
+        return bool(self.smtp_host)
 
     @property
     def is_https(self) -> bool:
@@ -166,6 +183,14 @@ _SPEC: dict[str, tuple[object, str]] = {
     "BATCH_HISTORY_DAYS": ("90", "positive_int"),
     "QUOTA_PAUSE_SECONDS": ("900", "positive_int"),
     "RETRY_BASE_MS": ("2000", "positive_int"),
+    "SMTP_HOST": ("", "smtp_host"),
+    "SMTP_PORT": ("587", "port"),
+    "SMTP_USER": ("", "text"),
+    "SMTP_PASSWORD": ("", "text"),
+    "SMTP_FROM": ("", "mailbox"),
+    "SMTP_SECURITY": ("starttls", "smtp_security"),
+    "SMTP_CA_FILE": ("", "file"),
+    "SMTP_TIMEOUT": ("20", "positive_int"),
 }
 
 SETTING_NAMES = tuple(_SPEC)
@@ -278,6 +303,7 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
             problems.append(problem)
 
     providers = _providers(values, mode, problems)
+    _check_smtp(values, problems)
     if problems:
         raise ConfigError(problems)
 
@@ -341,7 +367,65 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
         batch_history_days=int(values["BATCH_HISTORY_DAYS"]),
         quota_pause_seconds=int(values["QUOTA_PAUSE_SECONDS"]),
         retry_base_ms=int(values["RETRY_BASE_MS"]),
+        smtp_host=values["SMTP_HOST"].lower(),
+        smtp_port=int(values["SMTP_PORT"]),
+        smtp_user=values["SMTP_USER"],
+        smtp_password=values["SMTP_PASSWORD"],
+        smtp_from=values["SMTP_FROM"],
+        smtp_security=values["SMTP_SECURITY"].lower(),
+        smtp_ca_file=str(_app_path(values["SMTP_CA_FILE"])) if values["SMTP_CA_FILE"] else "",
+        smtp_timeout=int(values["SMTP_TIMEOUT"]),
     )
+
+
+SMTP_SECURITY = ("starttls", "tls", "none")
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def _ip_address(raw: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IPv4 or IPv6 address a literal stands for, or None for a name."""
+    try:
+        return ipaddress.ip_address(raw)
+    except ValueError:
+        return None
+
+
+def _check_mailbox(name: str, raw: str) -> str | None:
+    """Return a problem with a sender such as `images-in-bulk <no-reply@example.com>`, or None."""
+    _display, address = email.utils.parseaddr(raw)
+    local, _, domain = address.rpartition("@")
+    if ("\r" in raw or "\n" in raw or not local or "." not in domain.strip(".")
+            or any(ch in address for ch in " <>\"'(),;")):
+        return (f"{name} must be an address such as no-reply@example.com or "
+                f"images-in-bulk <no-reply@example.com> (got {raw!r})")
+    return None
+
+
+def _app_path(raw: str) -> Path:
+    """A path from the settings: absolute, or relative to the application folder."""
+    path = Path(raw)
+    return path if path.is_absolute() else APP_ROOT / path
+
+
+def _check_smtp(values: dict, problems: list[str]) -> None:
+    """Problems with the outgoing-mail settings taken together (each value alone is checked by _validate)."""
+    host = values["SMTP_HOST"]
+    if not host:
+        return
+    if not values["SMTP_FROM"]:
+        problems.append("SMTP_FROM is missing: mail needs a sender, such as "
+                        "images-in-bulk <no-reply@example.com> (the address SMTP_USER logs in as)")
+    if bool(values["SMTP_USER"]) != bool(values["SMTP_PASSWORD"]):
+        missing = "SMTP_PASSWORD" if values["SMTP_USER"] else "SMTP_USER"
+        problems.append(f"{missing} is missing: the SMTP login needs both the user and the password")
+    security = values["SMTP_SECURITY"].lower()
+    port = values["SMTP_PORT"]
+    # The two ports whose security is fixed (RFC 8314): a mismatch only shows up as a hang or a TLS error.
+    if security == "tls" and port == "587":
+        problems.append("SMTP_SECURITY tls (TLS from the first byte) goes with SMTP_PORT 465; port 587 uses starttls")
+    if security == "starttls" and port == "465":
+        problems.append("SMTP_SECURITY starttls goes with SMTP_PORT 587; port 465 uses tls (TLS from the first byte)")
 
 
 def _providers(values: dict, mode: str, problems: list[str]) -> tuple[Provider, ...]:
@@ -418,6 +502,26 @@ def _validate(name: str, raw: str, kind: str, mode: str) -> str | None:
     elif kind == "tenant":
         if raw.lower() not in MICROSOFT_TENANTS:
             return f"{name} must be one of {', '.join(MICROSOFT_TENANTS)} (got {raw!r})"
+    elif kind == "smtp_host":
+        address = _ip_address(raw)
+        if not _HOST_NAME.fullmatch(raw) and address is None:
+            return f"{name} must be a host name such as mail.example.com, without scheme or port (got {raw!r})"
+        local = _loopback(raw.rstrip(".")) or (address is not None and (address.is_loopback or address.is_unspecified))
+        if mode == "production" and local:
+            return f"{name} points at this machine (a stand-in?): production sends through the real mail server"
+    elif kind == "port":
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            return f"{name} must be a port number from 1 to 65535 (got {raw!r})"
+    elif kind == "mailbox":
+        return _check_mailbox(name, raw)
+    elif kind == "smtp_security":
+        if raw.lower() not in SMTP_SECURITY:
+            return f"{name} must be starttls, tls or none (got {raw!r})"
+        if mode == "production" and raw.lower() == "none":
+            return f"{name} none sends the password and the mail unencrypted: production uses starttls or tls"
+    elif kind == "file":
+        if not _app_path(raw).is_file():
+            return f"{name} names a file that does not exist (got {raw!r})"
     elif kind == "log_level":
         if raw.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             return f"{name} must be DEBUG, INFO, WARNING or ERROR (got {raw!r})"
