@@ -1,22 +1,26 @@
 """Benchmark of the generation engine: batch wall time against its floor, and per-image processing time.
 
-    .venv/bin/python bench/generation.py [--items 100] [--latency 0.5] [--database mariadb|sqlite] [--quick]
+    .venv/bin/python bench/generation.py [--items 100] [--latency 1] [--resolution 1K|2K|4K] [--only LABEL]
+                                         [--database mariadb|sqlite] [--no-images] [--quick]
 
 Part 1 runs real `cli.py worker` processes (as cron and the kick start them in production)
 against the OpenAI stand-in in its own process, with a fixed latency L per image and an
 images-per-minute limit enforced by the stand-in with 429s. For N items and W slots the
-floor is max(N*L/W, N/IPM): no scheduler can beat it. The wall time runs from the worker's
+floor is max(N*L/W, N*60/IPM): no scheduler can beat it. The wall time runs from the worker's
 launch (Python start-up included) to the last item done; the figure printed is the ratio
 wall / floor. Scenarios: one subscriber with one batch, and four subscribers with one batch
 each at once (4N items, with the finish time of each subscriber's batch to show fairness),
 each once latency-bound and once IPM-bound; and one where the worker's IPM setting is twice
-what the upstream allows, to show how it slows down after 429s.
+what the upstream allows, to show how it slows down after 429s. The batches use the catalogue's
+default model at --resolution (1K unless told), 1:1 JPEG at its lowest quality; the stand-in
+sends per-minute x-ratelimit-* headers, which the worker's pace follows. Each row gives the
+429s the stand-in answered, and the same per 400 images.
 
-Part 2 times `services.imaging.finish` for every model x ratio x format on an image as the
-upstream returns it (a photo-like picture of the requested size and format), against a
-baseline measured in the same run: a naive finish that always decodes, crops and re-encodes,
-at Pillow's default PNG compression level (6) instead of our level 1, and without keeping the
-upstream's bytes when they already fit.
+Part 2 times `services.imaging.finish` for every model x resolution x ratio x format (the
+resolutions up to --resolution) on an image as the upstream returns it (a photo-like picture of
+the requested size and format), against a baseline measured in the same run: a naive finish
+that always decodes, crops and re-encodes, at Pillow's default PNG compression level (6)
+instead of our level 1, and without keeping the upstream's bytes when they already fit.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import datetime
 import io
 import os
 import platform
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import machine_line  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from services import batches, catalog, credits, db, imaging  # noqa: E402
@@ -124,29 +131,41 @@ def add_subscriber(conn: db.Connection, n: int, balance: int) -> int:
     return user_id
 
 
-def add_batch(conn: db.Connection, user_id: int, items: int) -> int:
-    """A reviewed and stored batch of `items` prompts (gpt-image-2, 1:1 JPEG, low: the upstream's bytes are kept)."""
+def bench_model() -> catalog.Model:
+    """The model the bench batches use: the catalogue's default today (the one the form starts with)."""
+    return CATALOG.default(datetime.date.today())
+
+
+def add_batch(conn: db.Connection, user_id: int, items: int, resolution: str = "1K") -> int:
+    """A reviewed and stored batch of `items` prompts: the default model, 1:1 JPEG, lowest quality (bytes kept)."""
+    model = bench_model()
     checked = batches.review(CATALOG, datetime.date.today(), prompts=[f"bench image {i} of user {user_id}"
                                                                        for i in range(items)],
-                             names=[], style="", model_id="gpt-image-2", ratio="1:1", quality="low",
+                             names=[], style="", model_id=model.id, ratio="1:1", quality=model.qualities[0],
                              image_format="jpeg", separator=", ", max_prompts=items,
-                             credits_left=credits.balance(conn, user_id))
+                             credits_left=credits.balance(conn, user_id), resolution=resolution)
     if not checked.ok:
         raise SystemExit(f"the bench batch was refused: {checked.errors}")
     return batches.create(conn, CATALOG, user_id, checked, "", int(time.time()))[0]
 
 
 def run_scenario(engine: str, directory: Path, *, subscribers: int, items: int, latency: float, slots: int,
-                 upstream_ipm: int, worker_ipm: int) -> dict:
-    """Queue the batches, launch one worker process with `slots` slots, time until every item is done."""
+                 upstream_ipm: int, worker_ipm: int, resolution: str = "1K", keep_logs: Path | None = None,
+                 label: str = "") -> dict:
+    """Queue the batches, launch one worker process with `slots` slots, time until every item is done.
+
+    With `keep_logs`, the stand-in's log and the worker's claim times of the last 120 s (upstream_calls) are
+    copied there, named after `label`, to study where the 429s come from.
+    """
     stand_in = StandIn(latency, upstream_ipm, directory / "stand-in.log")
     store = Store(engine, directory)
     try:
         conn = store.database.connect()
         batch_ids = []
         for n in range(subscribers):
-            user_id = add_subscriber(conn, n, balance=items * 10)
-            batch_ids.append(add_batch(conn, user_id, items))
+            model = bench_model()
+            user_id = add_subscriber(conn, n, balance=items * model.price(resolution, "1:1", model.qualities[0]))
+            batch_ids.append(add_batch(conn, user_id, items, resolution))
         env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
         env.update({"APP_MODE": "test", "DATABASE_URL": store.url, "VAR_DIR": str(directory / store.name),
                     "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": stand_in.base_url,
@@ -167,17 +186,26 @@ def run_scenario(engine: str, directory: Path, *, subscribers: int, items: int, 
         worker.terminate()
         worker.wait(timeout=30)
         done = conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE status = 'done'")
+        if keep_logs is not None:
+            slug = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            starts = conn.all("SELECT started_ms FROM upstream_calls ORDER BY started_ms")
+            (keep_logs / f"{slug}.claims.txt").write_text("".join(f"{row['started_ms']}\n" for row in starts))
+            (keep_logs / f"{slug}.worker-stderr.txt").write_text(worker.stderr.read())
         conn.close()
     finally:
         stand_in.stop()
         store.drop()
+    if keep_logs is not None:
+        shutil.copy(stand_in.log_file, keep_logs / f"{slug}.stand-in.log")
     refusals = stand_in.answers(429)
     floor = max(total * latency / slots, total * 60 / upstream_ipm)
     return {"items": total, "done": done, "wall": wall, "floor": floor, "ratio": wall / floor,
             "batch_finish": sorted(finished.values()), "refusals": refusals}
 
 
-def part_one(engine: str, items: int, latency: float, slots: int, only: str = "") -> list[str]:
+def part_one(engine: str, items: int, latency: float, slots: int, only: str = "", resolution: str = "1K",
+             keep_logs: Path | None = None) -> list[str]:
     """The wall-time scenarios; returns the Markdown table rows."""
     latency_ipm = int(round(60 * slots / latency * 2))  # twice what the slots can use: latency is the bound
     ipm_bound = int(round(60 * slots / latency / 2))  # half of what the slots could do: IPM is the bound
@@ -194,10 +222,13 @@ def part_one(engine: str, items: int, latency: float, slots: int, only: str = ""
             if only not in label:
                 continue
             result = run_scenario(engine, Path(temp), subscribers=subscribers, items=items, latency=latency,
-                                  slots=slots, upstream_ipm=upstream_ipm, worker_ipm=worker_ipm)
+                                  slots=slots, upstream_ipm=upstream_ipm, worker_ipm=worker_ipm,
+                                  resolution=resolution, keep_logs=keep_logs, label=label)
             finishes = ", ".join(f"{t:.1f}" for t in result["batch_finish"])
+            per_400 = result["refusals"] * 400 / result["items"]
             row = (f"| {label} | {result['items']} | {upstream_ipm} / {worker_ipm} | {result['floor']:.1f} | "
-                   f"{result['wall']:.1f} | **{result['ratio']:.3f}** | {finishes} | {result['refusals']} |")
+                   f"{result['wall']:.1f} | **{result['ratio']:.3f}** | {finishes} | {result['refusals']} | "
+                   f"{per_400:.1f} |")
             print(row, flush=True)
             if result["done"] != result["items"]:
                 raise SystemExit(f"only {result['done']} of {result['items']} items were done")
@@ -245,20 +276,23 @@ def _median_ms(repeats: int, function, *args) -> float:
     return statistics.median(times)
 
 
-def part_two(repeats: int) -> list[str]:
-    """Time imaging.finish per model x ratio x format; returns the Markdown table rows."""
+def part_two(repeats: int, up_to: str = "1K") -> list[str]:
+    """Time imaging.finish per model x resolution (up to `up_to`) x ratio x format; returns the Markdown rows."""
     rows = []
+    resolutions = catalog.RESOLUTIONS[:catalog.RESOLUTIONS.index(up_to) + 1]
     for model in CATALOG.models:
-        for ratio, size in model.sizes.items():
-            for image_format in ("png", "jpeg"):
-                returned = photo_like(*size.request, image_format)
-                ours = _median_ms(repeats, imaging.finish, returned, size.output, image_format)
-                base = _median_ms(repeats, _baseline_finish, returned, size.output, image_format)
-                kept = " (bytes kept)" if size.request == size.output else ""
-                row = (f"| {model.id} | {ratio} | {image_format} | {size.request_text} → "
-                       f"{size.output[0]}x{size.output[1]}{kept} | {ours:.1f} | {base:.1f} | {ours / base:.2f} |")
-                print(row, flush=True)
-                rows.append(row)
+        for resolution in (r for r in model.resolutions if r in resolutions):
+            for ratio in catalog.RATIOS:
+                size = model.size(resolution, ratio)
+                for image_format in ("png", "jpeg"):
+                    returned = photo_like(*size.request, image_format)
+                    ours = _median_ms(repeats, imaging.finish, returned, size.output, image_format)
+                    base = _median_ms(repeats, _baseline_finish, returned, size.output, image_format)
+                    kept = " (bytes kept)" if size.request == size.output else ""
+                    row = (f"| {model.id} | {resolution} | {ratio} | {image_format} | {size.request_text} → "
+                           f"{size.output[0]}x{size.output[1]}{kept} | {ours:.1f} | {base:.1f} | {ours / base:.2f} |")
+                    print(row, flush=True)
+                    rows.append(row)
     return rows
 
 
@@ -273,22 +307,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="20 items and 3 repeats, to try the script")
     parser.add_argument("--only", default="", help="run only the wall-time scenarios whose label contains this")
     parser.add_argument("--no-images", action="store_true", help="skip part 2 (per-image processing)")
+    parser.add_argument("--keep-logs", type=Path, default=None, metavar="DIR",
+                        help="keep each scenario's stand-in log, claim times and worker stderr in DIR")
+    parser.add_argument("--resolution", choices=catalog.RESOLUTIONS, default="1K",
+                        help="the batches' resolution (default 1K); part 2 times every resolution up to this one")
     args = parser.parse_args(argv)
     if args.quick:
         args.items, args.repeats = 20, 3
+    model = bench_model()
+    command = ".venv/bin/python bench/generation.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     print(f"# generation bench, {datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.platform()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {args.database}")
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {args.database}\n")
+    print(f"- machine: {machine_line()}")
+    print(f"- command: `{command}`")
+    print(f"- batches: {model.id} (the catalogue's default), {args.resolution} 1:1 JPEG, quality {model.qualities[0]}")
     print(f"\n## Batch wall time (N={args.items} per batch, L={args.latency} s, W={args.slots})\n")
     print("| scenario | items | IPM upstream / worker | floor s | wall s | wall/floor | batches done at s "
-          "| 429s |")
-    print("|---|---|---|---|---|---|---|---|")
-    part_one(args.database, args.items, args.latency, args.slots, args.only)
+          "| 429s | 429s per 400 images |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    part_one(args.database, args.items, args.latency, args.slots, args.only, args.resolution, args.keep_logs)
+    print(f"\nLoad average after part 1: {' '.join(f'{v:.2f}' for v in os.getloadavg())}.")
     if args.no_images:
         return 0
     print(f"\n## Processing per image (median of {args.repeats}, ms)\n")
-    print("| model | ratio | format | returned → file | ours ms | baseline ms (PNG level 6) | ours/baseline |")
-    print("|---|---|---|---|---|---|---|")
-    part_two(args.repeats)
+    print("| model | resolution | ratio | format | returned → file | ours ms | baseline ms (PNG level 6) "
+          "| ours/baseline |")
+    print("|---|---|---|---|---|---|---|---|")
+    part_two(args.repeats, args.resolution)
     return 0
 
 

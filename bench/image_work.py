@@ -1,11 +1,13 @@
 """Benchmark of the server's work for one image, from the API's answer to the bytes the browser downloads.
 
-    .venv/bin/python bench/image_work.py [--repeats 9] [--database mariadb|sqlite] [--quick]
+    .venv/bin/python bench/image_work.py [--repeats 9] [--resolution 1K,2K,4K] [--convert]
+                                         [--database mariadb|sqlite] [--quick]
 
-What: for each size the site asks for (1K: gpt-image-2's 1024x1024, 864x1536 and 1536x864, and
-the cropped models' 1024x1536 -> 864x1536 and 1536x1024 -> 1536x864; 2K: gpt-image-2's
-2048x2048, 1152x2048 and 2048x1152) and each format (PNG, JPEG), the whole path of one image
-on our side, step by step:
+What: for each size the site asks for at the resolutions given (default 1K and 2K: the
+catalogue's default model, gpt-image-2, at 1024x1024, 864x1536 and 1536x864; 2048x2048,
+1152x2048 and 2048x1152; 4K: 2880x2880, 2160x3840 and 3840x2160; at 1K also the retired
+models' 1024x1536 -> 864x1536 and 1536x1024 -> 1536x864 crops) and each format (PNG, JPEG),
+the whole path of one image on our side, step by step:
 
 1. json     - `json.loads` of the API's answer body (`{"data": [{"b64_json": ...}]}`), as
               `services.openai_images.generate` does through `response.json()`;
@@ -21,16 +23,22 @@ on our side, step by step:
               the same file, and "DB connect", `app.database.connect()` + close alone (the
               app opens a new database connection for every request that needs one).
 
+With --convert, every exact size also gets the two rows where the API returned the other
+format than the one the batch keeps (PNG returned, JPEG kept, and the reverse): the image is
+then decoded and re-encoded (PNG at level 1, JPEG at quality 90), the costliest path. The API
+answers in the format asked for, so this is the worst case, not the usual one. The "bytes kept"
+column says whether finish kept the upstream's bytes as they came.
+
 What-if rows (unless --no-what-if, and only while the app's connections to this database still
 offer TLS, PyMySQL's default): the goal's cases again with one bench-only change in this
 process, PyMySQL told not to try TLS (`ssl_disabled=True`), to size that fix. The app's code is
 not changed.
 
 How: the upstream image is photo-like (smooth colour fields plus grain, as
-`bench/generation.py` makes it: flat colours would compress far better than real pictures),
-encoded as the upstream returns it, base64'd into a JSON body. Each step is timed with
-`time.perf_counter`; the table shows the median of `--repeats` runs per step, the median of
-the per-run totals, and total / baseline.
+`bench/generation.py` makes it: flat colours would compress far better than real pictures;
+a 4K PNG is about 12 MB, a 4K JPEG about 1.3 MB), encoded as the upstream returns it,
+base64'd into a JSON body. Each step is timed with `time.perf_counter`; the table shows the
+median of `--repeats` runs per step, the median of the per-run totals, and total / baseline.
 
 Baseline (same run, same payload): the bare base64 decode of the b64_json (step 2 alone): the
 least any server must do with the API's answer.
@@ -67,23 +75,29 @@ from services import batches, catalog, credits, db, imaging, sessions, worker  #
 
 GOAL_MS = 60.0
 
-# (label, model, ratio, size asked for, exact size kept)
-CASES = [
-    ("1K", "gpt-image-2", "1:1", (1024, 1024), (1024, 1024)),
-    ("1K", "gpt-image-2", "9:16", (864, 1536), (864, 1536)),
-    ("1K", "gpt-image-2", "16:9", (1536, 864), (1536, 864)),
-    ("1K", "gpt-image-1.5 / 1-mini", "9:16", (1024, 1536), (864, 1536)),
-    ("1K", "gpt-image-1.5 / 1-mini", "16:9", (1536, 1024), (1536, 864)),
-    ("2K", "gpt-image-2", "1:1", (2048, 2048), (2048, 2048)),
-    ("2K", "gpt-image-2", "9:16", (1152, 2048), (1152, 2048)),
-    ("2K", "gpt-image-2", "16:9", (2048, 1152), (2048, 1152)),
+# The retired models' crops at 1K: (model, ratio, size asked for, exact size kept)
+CROPS = [
+    ("gpt-image-1.5 / 1-mini", "9:16", (1024, 1536), (864, 1536)),
+    ("gpt-image-1.5 / 1-mini", "16:9", (1536, 1024), (1536, 864)),
 ]
 FORMATS = ("png", "jpeg")
 STEPS = ("json", "b64", "finish", "store", "serve")
 
 
-
-
+def cases(resolutions: list[str], convert: bool) -> list[tuple[str, str, str, tuple, tuple, str, str]]:
+    """(resolution, model, ratio, size asked for, exact size, format returned, format kept) for every row."""
+    model = catalog.load().default(datetime.date.today())
+    rows = []
+    for resolution in resolutions:
+        for ratio in catalog.RATIOS:
+            size = model.size(resolution, ratio)
+            pairs = [(f, f) for f in FORMATS] + ([("png", "jpeg"), ("jpeg", "png")] if convert else [])
+            rows += [(resolution, model.id, ratio, size.request, size.output, returned, kept)
+                     for returned, kept in pairs]
+        if resolution == "1K":
+            rows += [(resolution, name, ratio, request, output, f, f) for name, ratio, request, output in CROPS
+                     for f in FORMATS]
+    return rows
 
 
 def api_body(image: bytes, image_format: str, size: tuple[int, int]) -> bytes:
@@ -160,9 +174,10 @@ class Site:
 
 
 def run_case(site: Site, index: int, request: tuple[int, int], output: tuple[int, int], image_format: str,
-             repeats: int) -> dict:
+             repeats: int, returned_format: str | None = None) -> dict:
     """Time the whole path `repeats` times for one case; returns the medians per step and of the totals."""
-    body = api_body(photo_like(*request, image_format), image_format, request)
+    returned_format = returned_format or image_format
+    body = api_body(photo_like(*request, returned_format), returned_format, request)
     extension = "png" if image_format == "png" else "jpg"
     times: dict[str, list[float]] = {step: [] for step in (*STEPS, "total", "file read", "db connect")}
     # The item's row once per case, from an untimed first pass (which also warms Pillow and the app up).
@@ -195,7 +210,7 @@ def run_case(site: Site, index: int, request: tuple[int, int], output: tuple[int
         site.app.database.connect().close()
         times["db connect"].append((time.perf_counter() - started) * 1000)
     result = {step: statistics.median(values) for step, values in times.items()}
-    result["kept"] = request == output and finished.data is data
+    result["kept"] = finished.data is data
     result["file_kb"] = len(finished.data) / 1024
     result["body_kb"] = len(body) / 1024
     return result
@@ -205,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run every case and print the Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9, help="runs per case (the median is shown; default 9)")
+    parser.add_argument("--resolution", default="1K,2K",
+                        help="comma-separated resolutions among 1K, 2K, 4K (default 1K,2K)")
+    parser.add_argument("--convert", action="store_true",
+                        help="add the rows where the API returned the other format (PNG -> JPEG, JPEG -> PNG)")
     parser.add_argument("--database", choices=("mariadb", "sqlite"), default="mariadb",
                         help="where the app keeps the batch for the image endpoint (default mariadb)")
     parser.add_argument("--no-what-if", action="store_true",
@@ -213,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats = 3
+    resolutions = [r.strip().upper() for r in args.resolution.split(",") if r.strip()]
+    if not resolutions or any(r not in catalog.RESOLUTIONS for r in resolutions):
+        parser.error(f"--resolution takes {', '.join(catalog.RESOLUTIONS)}, comma-separated")
+    rows = cases(resolutions, args.convert)
     command = ".venv/bin/python bench/image_work.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     print("# Per-image server work\n")
     print(f"Date and machine: {machine_line()}.  ")
@@ -220,32 +243,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Database for the image endpoint: {args.database} (a fresh one). Median of {args.repeats} runs, ms. "
           "Baseline (same run): the bare base64 decode of the same b64_json (column b64).  ")
     print(f"Goal: total ≤ {GOAL_MS:.0f} ms for a 1536x864 JPEG (gpt-image-2, 16:9).\n")
-    print("| size | model | ratio | format | returned → file | answer KB | file KB | json | b64 (baseline) | finish "
-          "| store | serve | total | total ÷ baseline | file read | DB connect |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| size | model | ratio | returned → kept | returned → file | bytes kept | answer KB | file KB | json "
+          "| b64 (baseline) | finish | store | serve | total | total ÷ baseline | file read | DB connect |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def line(label, model, ratio, request, output, returned, kept_format, result, mark="", note=""):
+        return (f"| {label} | {model} | {ratio} | {returned} → {kept_format} | {request[0]}x{request[1]} → "
+                f"{output[0]}x{output[1]}{note} | {'yes' if result['kept'] else 'no'} | {result['body_kb']:.0f} | "
+                f"{result['file_kb']:.0f} | {result['json']:.2f} | {result['b64']:.2f} | {result['finish']:.2f} | "
+                f"{result['store']:.2f} | {result['serve']:.2f} | **{result['total']:.1f}**{mark} | "
+                f"{result['total'] / result['b64']:.1f} | {result['file read']:.2f} | {result['db connect']:.2f} |")
+
+    def goal_case(output, returned, kept_format) -> bool:
+        return output == (1536, 864) and returned == kept_format == "jpeg"
+
     verdicts = []
     with tempfile.TemporaryDirectory(prefix="iib-bench-image-") as temp:
-        site = Site(args.database, Path(temp), len(CASES) * len(FORMATS))
+        site = Site(args.database, Path(temp), len(rows))
         try:
-            index = 0
-            for label, model, ratio, request, output in CASES:
-                for image_format in FORMATS:
-                    result = run_case(site, index, request, output, image_format, args.repeats)
-                    index += 1
-                    kept = " (bytes kept)" if result["kept"] else ""
-                    total = result["total"]
-                    mark = ""
-                    if output == (1536, 864) and image_format == "jpeg":
-                        ok = total <= GOAL_MS
-                        mark = " ✅" if ok else " ❌"
-                        verdicts.append(f"{model} {ratio} JPEG {request[0]}x{request[1]} → 1536x864: "
-                                        f"{total:.1f} ms against ≤ {GOAL_MS:.0f} ms: {'met' if ok else 'MISSED'}")
-                    print(f"| {label} | {model} | {ratio} | {image_format} | {request[0]}x{request[1]} → "
-                          f"{output[0]}x{output[1]}{kept} | {result['body_kb']:.0f} | {result['file_kb']:.0f} | "
-                          f"{result['json']:.2f} | {result['b64']:.2f} | {result['finish']:.2f} | "
-                          f"{result['store']:.2f} | {result['serve']:.2f} | **{total:.1f}**{mark} | "
-                          f"{total / result['b64']:.1f} | {result['file read']:.2f} | "
-                          f"{result['db connect']:.2f} |", flush=True)
+            for index, (label, model, ratio, request, output, returned, kept_format) in enumerate(rows):
+                result = run_case(site, index, request, output, kept_format, args.repeats, returned)
+                total = result["total"]
+                mark = ""
+                if goal_case(output, returned, kept_format):
+                    ok = total <= GOAL_MS
+                    mark = " ✅" if ok else " ❌"
+                    verdicts.append(f"{model} {ratio} JPEG {request[0]}x{request[1]} → 1536x864: "
+                                    f"{total:.1f} ms against ≤ {GOAL_MS:.0f} ms: {'met' if ok else 'MISSED'}")
+                print(line(label, model, ratio, request, output, returned, kept_format, result, mark), flush=True)
             # The goal's rows again with the one change the DB connect column pointed at, while the app's
             # connections still offer TLS (services/db.py turns it off for a loopback server since c3400fe).
             tls = args.database == "mariadb" and not site.app.database.params.get("ssl_disabled")
@@ -254,28 +279,21 @@ def main(argv: list[str] | None = None) -> int:
                                 "without TLS")
             if tls and not args.no_what_if:
                 no_tls_to_database()
-                print("| **what-if: PyMySQL without TLS** (bench-only patch) | | | | | | | | | | | | | | | |")
-                index = 0
-                for label, model, ratio, request, output in CASES:
-                    for image_format in FORMATS:
-                        if output == (1536, 864) and image_format == "jpeg":
-                            result = run_case(site, index, request, output, image_format, args.repeats)
-                            total = result["total"]
-                            ok = total <= GOAL_MS
-                            verdicts.append(f"what-if (PyMySQL without TLS) {model} {ratio} JPEG {request[0]}x"
-                                            f"{request[1]} → 1536x864: {total:.1f} ms: {'met' if ok else 'MISSED'}")
-                            print(f"| {label} | {model} | {ratio} | {image_format} | {request[0]}x{request[1]} → "
-                                  f"{output[0]}x{output[1]} (what-if) | {result['body_kb']:.0f} | "
-                                  f"{result['file_kb']:.0f} | {result['json']:.2f} | {result['b64']:.2f} | "
-                                  f"{result['finish']:.2f} | {result['store']:.2f} | {result['serve']:.2f} | "
-                                  f"**{total:.1f}** {'✅' if ok else '❌'} | {total / result['b64']:.1f} | "
-                                  f"{result['file read']:.2f} | {result['db connect']:.2f} |", flush=True)
-                        index += 1
+                print("| **what-if: PyMySQL without TLS** (bench-only patch) |" + " |" * 16)
+                for index, (label, model, ratio, request, output, returned, kept_format) in enumerate(rows):
+                    if goal_case(output, returned, kept_format):
+                        result = run_case(site, index, request, output, kept_format, args.repeats, returned)
+                        ok = result["total"] <= GOAL_MS
+                        verdicts.append(f"what-if (PyMySQL without TLS) {model} {ratio} JPEG {request[0]}x"
+                                        f"{request[1]} → 1536x864: {result['total']:.1f} ms: "
+                                        f"{'met' if ok else 'MISSED'}")
+                        print(line(label, model, ratio, request, output, returned, kept_format, result,
+                                   " ✅" if ok else " ❌", " (what-if)"), flush=True)
         finally:
             site.close()
     print("\nGoal:")
-    for line in verdicts:
-        print(f"- {line}")
+    for verdict in verdicts:
+        print(f"- {verdict}")
     print(f"\nLoad average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}.")
     return 0
 

@@ -1,19 +1,24 @@
 """Benchmark of the batch ZIP in Chromium: the site's zipBatch() (client-zip) against JSZip 3.10.1, same run.
 
     .venv/bin/python bench/zip_browser.py [--images 100] [--megabytes 1.5] [--runs 5] [--no-deflate] [--quick]
+    .venv/bin/python bench/zip_browser.py --resolution 4K [--ratio 1:1] --images 50 [--runs 5] [--no-deflate]
 
 JSZip is for this bench only, never shipped: fetch it once into .cache/ (gitignored) with
 
     mkdir -p .cache && cd .cache && npm pack jszip@3.10.1 && tar xzf jszip-3.10.1.tgz && mv package jszip-3.10.1
 
-What runs: Python makes the images once (random-noise PNGs of about --megabytes each: incompressible,
-like real photos) and serves them from a small HTTP server on 127.0.0.1 together with a bench page,
-its module script (served from this file; no inline script, the site's strict CSP on the page),
-the site's own public/js/ and public/vendor/ files, and JSZip from .cache/. In Chromium (a persistent
-profile in a temporary folder, so IndexedDB lives on disk as in a real browser), the page fetches
-the images and stores them with the site's own public/js/store.js (database `images-in-bulk`, a
-`batches` record and one `images` record per image, the shape batch.js stores), then builds the ZIP
-from IndexedDB, several times, alternating the order:
+What runs: Python makes the images once (random-noise PNGs of about --megabytes each:
+incompressible, like real photos; or, with --resolution, photo-like PNGs of the catalogue's default
+model's exact size at that resolution and --ratio, as bench/generation.py's photo_like makes them: a
+4K one is about 12 MB, what a real 4K PNG weighs) and serves them from a small HTTP server on
+127.0.0.1 together with a bench page, its module script (served from this file; no inline script,
+the site's strict CSP on the page; the body carries a data-library-key as the site's batch page
+does, which store.js keys every row by), the site's own public/js/ and public/vendor/ files, and
+JSZip from .cache/. In Chromium (a persistent profile in a temporary folder, so IndexedDB lives on
+disk as in a real browser), the page fetches the images and stores them with the site's own
+public/js/store.js (database `images-in-bulk`, a `batches` record and one `images` record per image,
+the shape batch.js stores), then builds the ZIP from IndexedDB, several times, alternating the
+order:
 
 * client-zip: public/js/zip.js's zipBatch(), exactly what "Download ZIP" runs (getBatch + imagesOf
   from IndexedDB, each blob read, manifest.csv, client-zip's downloadZip(...).blob());
@@ -59,7 +64,7 @@ PAGE_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ZIP bench</title>
 <script src="/jszip/jszip.min.js"></script>
 <script type="module" src="/bench/zip-bench.js"></script>
-</head><body><p id="ready">ZIP bench</p></body></html>
+</head><body data-library-key="bench-library-key"><p id="ready">ZIP bench</p></body></html>
 """
 
 # The page's module: stores the images the way the site does, then zips them one of three ways.
@@ -133,6 +138,16 @@ def noise_png(seed: int, megabytes: float) -> tuple[bytes, int, int]:
     out = io.BytesIO()
     Image.frombytes("RGB", (side, side), pixels).save(out, "PNG", compress_level=1)
     return out.getvalue(), side, side
+
+
+def photo_size(resolution: str, ratio: str) -> tuple[int, int, str]:
+    """(width, height, model id): the catalogue's default model's exact size at this resolution and ratio."""
+    sys.path.insert(0, str(ROOT))
+    from services import catalog
+
+    model = catalog.load().default(datetime.date.today())
+    width, height = model.size(resolution, ratio).output
+    return width, height, model.id
 
 
 class BenchServer:
@@ -223,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="measured runs per method (default 5), after a warm-up")
     parser.add_argument("--sample-ms", type=float, default=20, help="memory sampling interval (default 20 ms)")
     parser.add_argument("--no-deflate", action="store_true", help="skip the JSZip DEFLATE row")
+    parser.add_argument("--resolution", choices=("1K", "2K", "4K"), default=None,
+                        help="photo-like PNGs of the default model's size at this resolution instead of noise PNGs "
+                             "of --megabytes")
+    parser.add_argument("--ratio", choices=("1:1", "9:16", "16:9"), default="1:1",
+                        help="the ratio of the --resolution images (default 1:1)")
     parser.add_argument("--quick", action="store_true", help="10 images and 2 runs, to try the script")
     args = parser.parse_args(argv)
     if args.quick:
@@ -237,12 +257,20 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     images = []
-    for n in range(args.images):
-        data, width, height = noise_png(n, args.megabytes)
-        images.append(data)
+    if args.resolution:
+        width, height, model_id = photo_size(args.resolution, args.ratio)
+        from generation import photo_like
+
+        images = [photo_like(width, height, "png", seed=n) for n in range(args.images)]
+        kind = f"photo-like PNGs ({model_id} at {args.resolution} {args.ratio})"
+    else:
+        for n in range(args.images):
+            data, width, height = noise_png(n, args.megabytes)
+            images.append(data)
+        kind = "random-noise PNGs"
     image_bytes = sum(len(d) for d in images)
-    print(f"- input: {args.images} random-noise PNGs of {width}x{height}, {image_bytes / 1e6:.1f} MB in all "
-          f"(made in {time.monotonic() - started:.1f} s)")
+    print(f"- input: {args.images} {kind} of {width}x{height}, {image_bytes / 1e6:.1f} MB in all, "
+          f"{image_bytes / len(images) / 1e6:.1f} MB each (made in {time.monotonic() - started:.1f} s)")
 
     from playwright.sync_api import sync_playwright
 
