@@ -96,7 +96,17 @@ def cmd_worker(settings, max_seconds: float | None = None, once: bool = False, s
             print(f"worker: {settings.worker_processes} worker process(es) already running; nothing to do")
             return 0
     catalog = model_catalog.load(settings.model_catalog or None)
-    stats = worker.run(settings, db.Database(settings.database_url), catalog, max_seconds=max_seconds, once=once)
+    database = db.Database(settings.database_url)
+    conn = database.connect()
+    try:  # economy batches first: send what waits, ask about open jobs (once a minute), collect finished ones
+        from services import economy
+
+        sent = economy.tick(conn, settings, catalog)
+    finally:
+        conn.close()
+    if any(sent.values()):
+        print(f"worker: economy: {sent['sent']} sent, {sent['done']} done, {sent['failed']} failed")
+    stats = worker.run(settings, database, catalog, max_seconds=max_seconds, once=once)
     print("worker: " + (", ".join(f"{count} {outcome}" for outcome, count in sorted(stats.items())) or "nothing to do"))
     return 0
 

@@ -1,5 +1,5 @@
 -- images-in-bulk: the MariaDB schema (the production truth). Run it with `python cli.py initdb`.
--- schema-version: 7
+-- schema-version: 8
 --
 -- Its SQLite twin is schema.sqlite.sql; tests/test_schema.py keeps the two in step.
 -- Times are Unix seconds. Changes after version 1 come as numbered files in migrations/.
@@ -151,6 +151,9 @@ CREATE TABLE IF NOT EXISTS batches (
   image_format VARCHAR(8) NOT NULL,
   resolution VARCHAR(8) NOT NULL DEFAULT '1K',
   complexity VARCHAR(16) NULL,
+  speed VARCHAR(8) NOT NULL DEFAULT 'now',
+  notify_email SMALLINT NOT NULL DEFAULT 0,
+  notified_at BIGINT NULL,
   width INT NOT NULL,
   height INT NOT NULL,
   style MEDIUMTEXT NOT NULL,
@@ -188,12 +191,32 @@ CREATE TABLE IF NOT EXISTS batch_items (
   result_height INT NULL,
   input_tokens INT NULL,
   output_tokens INT NULL,
+  upstream_id BIGINT NULL,
   created_at BIGINT NOT NULL,
   started_at BIGINT NULL,
   finished_at BIGINT NULL,
   UNIQUE KEY uq_batch_items_position (batch_id, position),
   KEY ix_batch_items_status (status, lease_until),
   CONSTRAINT fk_batch_items_batch FOREIGN KEY (batch_id) REFERENCES batches (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- Economy batches: the OpenAI Batch API jobs their items went to (one per model and submission).
+CREATE TABLE IF NOT EXISTS upstream_batches (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  model VARCHAR(64) NOT NULL,
+  status VARCHAR(16) NOT NULL,
+  openai_batch_id VARCHAR(100) NULL,
+  input_file_id VARCHAR(100) NULL,
+  output_file_id VARCHAR(100) NULL,
+  error_file_id VARCHAR(100) NULL,
+  total INT NOT NULL DEFAULT 0,
+  completed INT NOT NULL DEFAULT 0,
+  failed INT NOT NULL DEFAULT 0,
+  error_message VARCHAR(500) NULL,
+  polled_at BIGINT NOT NULL DEFAULT 0,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  KEY ix_upstream_batches_status (status)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
 CREATE TABLE IF NOT EXISTS worker_state (

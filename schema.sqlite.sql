@@ -1,5 +1,5 @@
 -- images-in-bulk: the SQLite twin of schema.sql (the embedded default and the local demo).
--- schema-version: 7
+-- schema-version: 8
 --
 -- Keep it in step with schema.sql: same tables, columns, nullability and unique keys
 -- (tests/test_schema.py compares them). Times are Unix seconds.
@@ -135,6 +135,9 @@ CREATE TABLE IF NOT EXISTS batches (
   image_format TEXT NOT NULL,
   resolution TEXT NOT NULL DEFAULT '1K',
   complexity TEXT NULL,
+  speed TEXT NOT NULL DEFAULT 'now',
+  notify_email INTEGER NOT NULL DEFAULT 0,
+  notified_at INTEGER NULL,
   width INTEGER NOT NULL,
   height INTEGER NOT NULL,
   style TEXT NOT NULL,
@@ -171,12 +174,31 @@ CREATE TABLE IF NOT EXISTS batch_items (
   result_height INTEGER NULL,
   input_tokens INTEGER NULL,
   output_tokens INTEGER NULL,
+  upstream_id INTEGER NULL,
   created_at INTEGER NOT NULL,
   started_at INTEGER NULL,
   finished_at INTEGER NULL,
   UNIQUE (batch_id, position)
 );
 CREATE INDEX IF NOT EXISTS ix_batch_items_status ON batch_items (status, lease_until);
+
+CREATE TABLE IF NOT EXISTS upstream_batches (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  model TEXT NOT NULL,
+  status TEXT NOT NULL,
+  openai_batch_id TEXT NULL,
+  input_file_id TEXT NULL,
+  output_file_id TEXT NULL,
+  error_file_id TEXT NULL,
+  total INTEGER NOT NULL DEFAULT 0,
+  completed INTEGER NOT NULL DEFAULT 0,
+  failed INTEGER NOT NULL DEFAULT 0,
+  error_message TEXT NULL,
+  polled_at INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ix_upstream_batches_status ON upstream_batches (status);
 
 CREATE TABLE IF NOT EXISTS worker_state (
   name TEXT NOT NULL PRIMARY KEY,

@@ -13,7 +13,7 @@ import json
 import bottle
 
 from routes import web
-from services import batches, credits, worker
+from services import batches, credits, economy, worker
 
 _ = web._
 
@@ -39,6 +39,7 @@ MESSAGES = {
     "unknown_quality": _("Choose one of the model's qualities."),
     "unknown_resolution": _("Choose 1K, 2K or 4K (this model offers %(resolutions)s)."),
     "unknown_complexity": _("Choose a complexity of low, medium or high."),
+    "unknown_speed": _("Choose Now or Economy."),
     "not_enough_credits": _("This batch needs %(needed)s credits and you have %(left)s."),
     "upload_too_large": _("The file is too large (at most %(max_kb)s KB)."),
     "upload_type": _("Upload a .txt file (one prompt per line) or a .csv file with a prompt column."),
@@ -53,6 +54,7 @@ FAILURE_MESSAGES = {
     "timeout": _("The image service took too long. Its credits came back; retry it later."),
     "no_credits": _("Not enough credits left: the batch is paused."),
     "model_retired": _("This model has been retired. Nothing was charged."),
+    "economy_expired": _("OpenAI did not make it within 24 hours. Its credits came back; retry it now or later."),
 }
 
 
@@ -259,8 +261,8 @@ def register(app: web.App) -> None:
     def cancel(batch_id):
         """Cancel the items that have not started (nothing is charged for them)."""
         user = user_or_401()
-        return _json(200, {"cancelled": batch_call(lambda: batches.cancel(web.conn(), user["id"], batch_id,
-                                                                          web.now()))})
+        return _json(200, {"cancelled": batch_call(lambda: economy.cancel_batch(web.conn(), app.settings, user["id"],
+                                                                                batch_id, web.now()))})
 
     @app.post("/api/batches/<batch_id:int>/resume")
     def resume(batch_id):

@@ -20,6 +20,7 @@ LEDGER_REASONS = {
     "grant": _("Monthly credits"),
     "expire": _("Unused credits expired"),
     "reserve": _("Image"),
+    "economy": _("Image (economy)"),
     "refund": _("Refund for an image that failed"),
     "payment_refunded": _("Payment refunded: the period's credits were withdrawn"),
     "dispute_opened": _("Payment disputed: new images are on hold"),

@@ -14,7 +14,7 @@ import secrets
 import bottle
 
 from routes import api, web
-from services import batches, credits, worker
+from services import batches, credits, economy, worker
 from services.batches import TEST_RUN_ITEMS
 
 _ = web._
@@ -264,7 +264,7 @@ def register(app: web.App) -> None:
     @app.post("/batches/<batch_id:int>/cancel")
     def cancel_batch(batch_id):
         """Cancel the images not started (nothing is charged for them)."""
-        batch_action(batch_id, lambda *args: batches.cancel(*args) and False)
+        batch_action(batch_id, lambda *args: economy.cancel_batch(args[0], app.settings, *args[1:]) and False)
 
     @app.post("/account/history/delete")
     def delete_history():

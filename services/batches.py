@@ -25,6 +25,7 @@ from services.names import assign
 log = logging.getLogger(__name__)
 
 FORMATS = ("png", "jpeg")
+SPEEDS = ("now", "economy")
 # What a generated image weighs per pixel, on average (measured on the stand-in's and real images: a
 # photographic PNG keeps about 1.5 bytes a pixel, a JPEG at the quality the models use about 0.25).
 BYTES_PER_PIXEL = {"png": 1.5, "jpeg": 0.25}
@@ -84,6 +85,8 @@ class Review:
     warnings: list[Problem]
     resolution: str = "1K"
     complexity: str | None = None
+    speed: str = "now"  # or "economy": OpenAI's Batch API, half the credits, within 24 hours
+    notify: bool = False  # email the owner when every item has settled
     size: tuple[int, int] | None = None  # the exact size of every image
 
     @property
@@ -152,6 +155,11 @@ def name_lines(text: str | None) -> list[str | None]:
     return [line or None for line in lines]
 
 
+def economy_price(full: int) -> int:
+    """Credits per image in an economy batch: half the catalogue's price, rounded up (0 stays 0)."""
+    return (full + 1) // 2
+
+
 def final_prompt(prompt: str, style: str, separator: str) -> str:
     """What is sent to the model: the prompt, then the batch's style after the separator (the style is stored once)."""
     return f"{prompt}{separator}{style}" if style else prompt
@@ -197,7 +205,8 @@ def read_upload(filename: str, data: bytes, max_bytes: int) -> tuple[list[str], 
 def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names: list[str | None], style: str,
            model_id: str, ratio: str, quality: str, image_format: str, separator: str, max_prompts: int,
            credits_left: int, total_prompts: int | None = None, resolution: str = "1K",
-           complexity: str = "", unavailable: Collection[str] = ()) -> Review:
+           complexity: str = "", unavailable: Collection[str] = (), speed: str = "now",
+           notify: bool = False) -> Review:
     """Check the batch and describe it item by item; nothing is stored or charged.
 
     It costs O(input): past the plan's limit it only says how many prompts were over, and
@@ -236,10 +245,15 @@ def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names:
     elif total > max_prompts:
         errors.append(Problem("too_many_prompts", values={"count": total, "max": max_prompts,
                                                           "over": total - max_prompts}))
+    if speed not in SPEEDS:
+        errors.append(Problem("unknown_speed"))
     priced = model is not None and ratio in RATIOS and model.offers(resolution, ratio, quality)
     per_item = model.price(resolution, ratio, quality) if priced else 0
+    if speed == "economy":
+        per_item = economy_price(per_item)
     size = model.size(resolution, ratio).output if priced else None
-    extra = {"resolution": resolution, "complexity": chosen_complexity, "size": size}
+    extra = {"resolution": resolution, "complexity": chosen_complexity, "size": size,
+             "speed": speed if speed in SPEEDS else "now", "notify": bool(notify)}
     if total > max_prompts or len(style) > STYLE_MAX_CHARS:  # nothing more to say until that is fixed
         return Review(items=[], model=model_id, ratio=ratio, quality=quality, image_format=image_format, style=style,
                       separator=separator, credits_per_item=per_item, credits_needed=per_item * total,

@@ -48,16 +48,16 @@ def balance(conn: db.Connection, user_id: int) -> int:
     return db.credit_balance(conn, user_id)
 
 
-def reserve(conn: db.Connection, user_id: int, amount: int, reference: str, now: int) -> bool:
-    """Take `amount` credits for `reference`; False if that was done already; InsufficientCredits if short."""
+def reserve(conn: db.Connection, user_id: int, amount: int, reference: str, now: int, reason: str = "reserve") -> bool:
+    """Take `amount` credits for `reference` (ledger reason `reason`); False if done already; InsufficientCredits."""
 
     def attempt():
         with conn.transaction():
             if db.credit_balance_add(conn, user_id, -amount, now) != 1:
-                if db.credit_ledger_find(conn, "reserve", reference):
+                if db.credit_ledger_find(conn, reason, reference):
                     return False
                 raise InsufficientCredits(f"user {user_id} has fewer than {amount} credits")
-            if not db.credit_ledger_insert(conn, user_id, -amount, "reserve", reference, now):
+            if not db.credit_ledger_insert(conn, user_id, -amount, reason, reference, now):
                 db.credit_balance_add(conn, user_id, amount, now)  # already reserved: put it back
                 return False
             return True

@@ -684,24 +684,24 @@ def stripe_events_delete_before(conn: Connection, before: int) -> int:
 # --- batches -----------------------------------------------------------------------------------
 
 _BATCH_COLUMNS = ("id, user_id, request_token, status, pause_reason, model, ratio, quality, image_format, "
-                  "resolution, complexity, width, "
+                  "resolution, complexity, speed, notify_email, notified_at, width, "
                   "height, style, prompt_separator, item_count, credits_per_item, last_started_ms, created_at, "
                   "updated_at")
 _ITEM_COLUMNS = ("id, batch_id, position, prompt, file_name, status, attempts, charge, charged, "
                  "not_before_ms, lease_until, call_until, worker, error_code, error_message, request_id, result_path, "
-                 "result_bytes, result_width, result_height, input_tokens, output_tokens, created_at, started_at, "
-                 "finished_at")
+                 "result_bytes, result_width, result_height, input_tokens, output_tokens, upstream_id, created_at, "
+                 "started_at, finished_at")
 
 
 def batch_insert(conn: Connection, user_id: int, token: str, checked, size: tuple[int, int], now: int) -> int:
     """Store a batch (status active); return its id."""
     return conn.insert(
         "INSERT INTO batches (user_id, request_token, status, model, ratio, quality, image_format, resolution, "
-        "complexity, width, height, style, prompt_separator, item_count, credits_per_item, created_at, updated_at) "
-        "VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "complexity, speed, notify_email, width, height, style, prompt_separator, item_count, credits_per_item, "
+        "created_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (user_id, token, checked.model, checked.ratio, checked.quality, checked.image_format, checked.resolution,
-         checked.complexity, size[0], size[1], checked.style, checked.separator, len(checked.items),
-         checked.credits_per_item, now, now))
+         checked.complexity, checked.speed, int(checked.notify), size[0], size[1], checked.style, checked.separator,
+         len(checked.items), checked.credits_per_item, now, now))
 
 
 def batch_items_insert(conn: Connection, batch_id: int, items: list[tuple[int, str, str]], now: int,
@@ -744,7 +744,7 @@ def batches_open_count(conn: Connection, user_id: int) -> int:
 
 
 _FINISHED = ("b.status IN ('done', 'cancelled') AND NOT EXISTS (SELECT 1 FROM batch_items i "
-             "WHERE i.batch_id = b.id AND i.status IN ('held', 'queued', 'running'))")
+             "WHERE i.batch_id = b.id AND i.status IN ('held', 'queued', 'running', 'waiting'))")
 
 
 def batches_finished(conn: Connection, *, user_id: int | None = None, before: int | None = None,
@@ -796,7 +796,7 @@ def batches_pause_model(conn: Connection, model: str, reason: str, now: int) -> 
 def batch_finish_if_idle(conn: Connection, batch_id: int, now: int) -> None:
     """Mark a batch done when none of its items is queued or running any more."""
     waiting = conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE batch_id = ? "
-                          "AND status IN ('queued', 'running')", (batch_id,))
+                          "AND status IN ('queued', 'running', 'waiting')", (batch_id,))
     if not waiting:
         conn.execute("UPDATE batches SET status = 'done', pause_reason = NULL, updated_at = ? "
                      "WHERE id = ? AND status IN ('active', 'paused')", (now, batch_id))
@@ -864,6 +864,104 @@ def items_usage(conn: Connection, since: int | None = None) -> list[dict]:
 
 # --- the worker's queue --------------------------------------------------------------------------
 
+# --- economy batches (OpenAI's Batch API) ------------------------------------------------------------
+
+_UPSTREAM_COLUMNS = ("id, model, status, openai_batch_id, input_file_id, output_file_id, error_file_id, total, "
+                     "completed, failed, error_message, polled_at, created_at, updated_at")
+UPSTREAM_OPEN = ("submitted", "validating", "in_progress", "finalizing", "cancelling")
+
+
+def economy_batches_waiting(conn: Connection) -> list[dict]:
+    """The active economy batches with items queued and not yet sent upstream, oldest first."""
+    return conn.all(f"SELECT {_BATCH_COLUMNS} FROM batches b WHERE b.status = 'active' AND b.speed = 'economy' "
+                    "AND EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id AND i.status = 'queued' "
+                    "AND i.upstream_id IS NULL) ORDER BY b.id")
+
+
+def economy_items_to_send(conn: Connection, batch_id: int, limit: int) -> list[dict]:
+    """A batch's queued items not yet sent upstream, in list order."""
+    return conn.all(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE batch_id = ? AND status = 'queued' "
+                    "AND upstream_id IS NULL ORDER BY position LIMIT ?", (batch_id, limit))
+
+
+def upstream_insert(conn: Connection, model: str, now: int) -> int:
+    """A new upstream job row (status 'building', nothing sent yet); its id."""
+    return conn.insert("INSERT INTO upstream_batches (model, status, created_at, updated_at) "
+                       "VALUES (?, 'building', ?, ?)", (model, now, now))
+
+
+def upstream_get(conn: Connection, upstream_id: int) -> dict | None:
+    """One upstream job row, or None."""
+    return conn.one(f"SELECT {_UPSTREAM_COLUMNS} FROM upstream_batches WHERE id = ?", (upstream_id,))
+
+
+def upstream_update(conn: Connection, upstream_id: int, now: int, **fields) -> None:
+    """Change an upstream job row's fields (status, file ids, counts, error_message, polled_at)."""
+    allowed = {"status", "openai_batch_id", "input_file_id", "output_file_id", "error_file_id", "total", "completed",
+               "failed", "error_message", "polled_at"}
+    names = [name for name in fields if name in allowed]
+    sets = ", ".join(f"{name} = ?" for name in names)
+    conn.execute(f"UPDATE upstream_batches SET {sets}, updated_at = ? WHERE id = ?",
+                 (*(fields[name] for name in names), now, upstream_id))
+
+
+def upstreams_to_poll(conn: Connection, polled_before: int) -> list[dict]:
+    """Upstream jobs still running upstream and not asked about since `polled_before`, plus finished ones to collect."""
+    marks = ", ".join("?" * len(UPSTREAM_OPEN))
+    return conn.all(f"SELECT {_UPSTREAM_COLUMNS} FROM upstream_batches WHERE (status IN ({marks}) AND polled_at <= ?) "
+                    "OR status IN ('completed', 'failed', 'expired', 'cancelled') ORDER BY id",
+                    (*UPSTREAM_OPEN, polled_before))
+
+
+def upstreams_of_batch(conn: Connection, batch_id: int) -> list[dict]:
+    """The upstream jobs that hold items of this batch still waiting."""
+    return conn.all(f"SELECT {_UPSTREAM_COLUMNS} FROM upstream_batches WHERE id IN (SELECT upstream_id FROM "
+                    "batch_items WHERE batch_id = ? AND status = 'waiting')", (batch_id,))
+
+
+def batch_items_send(conn: Connection, item_ids: list[int], upstream_id: int) -> int:
+    """Mark queued items as sent to an upstream job (status 'waiting'); how many."""
+    marks = ", ".join("?" * len(item_ids))
+    return conn.execute(f"UPDATE batch_items SET status = 'waiting', upstream_id = ? WHERE id IN ({marks}) "
+                        "AND status = 'queued'", (upstream_id, *item_ids))
+
+
+def batch_items_unsend(conn: Connection, upstream_id: int) -> int:
+    """Put an upstream job's waiting items back in the queue (the job never started upstream); how many."""
+    return conn.execute("UPDATE batch_items SET status = 'queued', upstream_id = NULL WHERE upstream_id = ? "
+                        "AND status = 'waiting'", (upstream_id,))
+
+
+def items_waiting_of(conn: Connection, upstream_id: int) -> list[dict]:
+    """An upstream job's items still waiting for their result."""
+    return conn.all(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE upstream_id = ? AND status = 'waiting'",
+                    (upstream_id,))
+
+
+def item_settle_done(conn: Connection, item_id: int, path: str, size: int, width: int, height: int,
+                     request_id: str | None, usage: tuple[int | None, int | None], now: int) -> bool:
+    """Mark a waiting (economy) item done with its file; True if it was still waiting."""
+    return conn.execute(
+        "UPDATE batch_items SET status = 'done', result_path = ?, result_bytes = ?, result_width = ?, "
+        "result_height = ?, request_id = ?, input_tokens = ?, output_tokens = ?, finished_at = ? "
+        "WHERE id = ? AND status = 'waiting'",
+        (path, size, width, height, request_id, usage[0], usage[1], now, item_id)) == 1
+
+
+def item_settle_cancelled(conn: Connection, item_id: int, now: int) -> bool:
+    """Mark a waiting (economy) item cancelled (its job was cancelled before it ran); True if it was waiting."""
+    return conn.execute("UPDATE batch_items SET status = 'cancelled', charged = 0, finished_at = ? "
+                        "WHERE id = ? AND status = 'waiting'", (now, item_id)) == 1
+
+
+def item_settle_failed(conn: Connection, item_id: int, code: str, message: str, request_id: str | None,
+                       now: int) -> bool:
+    """Mark a waiting (economy) item failed with a reason; True if it was still waiting."""
+    return conn.execute(
+        "UPDATE batch_items SET status = 'failed', error_code = ?, error_message = ?, request_id = ?, "
+        "finished_at = ? WHERE id = ? AND status = 'waiting'", (code, message[:500], request_id, now, item_id)) == 1
+
+
 def worker_state_get(conn: Connection, name: str, lock: bool = False) -> str | None:
     """A worker state value (JSON text); with lock=True the row is locked until the transaction ends (MariaDB)."""
     suffix = " FOR UPDATE" if lock and conn.engine == "mysql" else ""
@@ -906,7 +1004,8 @@ def next_batch_to_serve(conn: Connection, now: int, now_ms: int) -> dict | None:
         "SELECT b.id, b.user_id, b.last_started_ms, "
         "(SELECT COUNT(*) FROM batch_items r JOIN batches rb ON rb.id = r.batch_id "
         " WHERE rb.user_id = b.user_id AND r.status = 'running' AND r.call_until > ?) AS running "
-        "FROM batches b WHERE b.status = 'active' AND EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id "
+        "FROM batches b WHERE b.status = 'active' AND b.speed = 'now' "
+        "AND EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id "
         " AND ((i.status = 'queued' AND i.not_before_ms <= ?) OR (i.status = 'running' AND i.lease_until <= ?))) "
         "ORDER BY running, b.last_started_ms, b.id LIMIT 1", (now, now_ms, now))
 
@@ -921,7 +1020,7 @@ def next_item_of_batch(conn: Connection, batch_id: int, now: int, now_ms: int) -
 def soonest_due_ms(conn: Connection) -> int | None:
     """When the next queued item of an active batch becomes due (ms), or None when nothing is queued."""
     return conn.scalar("SELECT MIN(i.not_before_ms) AS due FROM batch_items i JOIN batches b ON b.id = i.batch_id "
-                       "WHERE b.status = 'active' AND i.status = 'queued'")
+                       "WHERE b.status = 'active' AND b.speed = 'now' AND i.status = 'queued'")
 
 
 def batch_item_claim(conn: Connection, item_id: int, worker: str, lease_until: int, call_until: int,

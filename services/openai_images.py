@@ -113,9 +113,9 @@ def _tokens(usage, name: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def generate(base_url: str, api_key: str, *, model: str, prompt: str, size: str, quality: str, output_format: str,
-             user: str, read_timeout: float, complexity: str | None = None) -> Generated:
-    """Generate one image; return its bytes and the call's usage, or raise ImageAPIError.
+def request_body(*, model: str, prompt: str, size: str, quality: str, output_format: str, user: str,
+                 complexity: str | None = None) -> dict:
+    """The JSON body of one generation, as the synchronous call and a Batch API line both send it.
 
     `complexity` is sent only when given (only the models that take it get one).
     """
@@ -123,6 +123,12 @@ def generate(base_url: str, api_key: str, *, model: str, prompt: str, size: str,
             "output_format": output_format, "user": user}
     if complexity:
         body["complexity"] = complexity
+    return body
+
+
+def generate(base_url: str, api_key: str, *, read_timeout: float, **fields) -> Generated:
+    """Generate one image (the fields of `request_body`); return its bytes and the call's usage, or ImageAPIError."""
+    body = request_body(**fields)
     try:
         response = _session().post(f"{base_url}/images/generations", json=body,
                                  headers={"Authorization": f"Bearer {api_key}"},

@@ -86,6 +86,7 @@ FAILURES = {
     "timeout": "the image service took too long; its credits came back",
     "no_credits": "not enough credits left",
     "model_retired": "this model has been retired",
+    "economy_expired": "OpenAI did not make it within the economy window; its credits came back",
 }
 
 
@@ -327,13 +328,9 @@ def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: s
     started_ms = _now_ms()
     try:
         try:
-            generated = openai_images.generate(
-                settings.openai_base_url, settings.openai_api_key, model=model.id,
-                prompt=batches.final_prompt(item["prompt"], batch["style"], batch["prompt_separator"]),
-                size=size.request_text, quality=batch["quality"], output_format=batch["image_format"],
-                user=openai_images.user_hash(settings.secret_key, batch["user_id"]),
-                read_timeout=settings.openai_read_timeout,
-                complexity=batch["complexity"] if batch["complexity"] in model.complexities else None)
+            generated = openai_images.generate(settings.openai_base_url, settings.openai_api_key,
+                                               read_timeout=settings.openai_read_timeout,
+                                               **call_fields(settings, model, batch, item))
         finally:
             db.batch_item_call_ended(conn, item["id"], worker)
             if call_ended is not None:
@@ -346,7 +343,7 @@ def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: s
         return _handle_failure(conn, settings, worker, batch, item,
                                ImageAPIError("broken", str(exc), status=200, request_id=generated.request_id))
     relative = f"{batch['id']}/{item['id']}-{item['charge']}.{'png' if batch['image_format'] == 'png' else 'jpg'}"
-    _write(settings.results_dir / relative, finished.data)
+    write_atomically(settings.results_dir / relative, finished.data)
     now = int(time.time())
     with conn.transaction():
         stored = db.batch_item_done(conn, item["id"], worker, relative, len(finished.data), finished.width,
@@ -443,7 +440,17 @@ def _model_unavailable(conn: db.Connection, settings: Settings, worker: str, bat
     return "paused"
 
 
-def _write(path: Path, data: bytes) -> None:
+def call_fields(settings: Settings, model, batch: dict, item: dict) -> dict:
+    """What one item asks OpenAI for (openai_images.request_body's fields), now or in an economy batch alike."""
+    return {"model": model.id,
+            "prompt": batches.final_prompt(item["prompt"], batch["style"], batch["prompt_separator"]),
+            "size": model.size(batch["resolution"], batch["ratio"]).request_text, "quality": batch["quality"],
+            "output_format": batch["image_format"],
+            "user": openai_images.user_hash(settings.secret_key, batch["user_id"]),
+            "complexity": batch["complexity"] if batch["complexity"] in model.complexities else None}
+
+
+def write_atomically(path: Path, data: bytes) -> None:
     """Write a file whole or not at all (a temporary name, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

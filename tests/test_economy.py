@@ -1,0 +1,167 @@
+"""Economy batches through OpenAI's Batch API (the stand-in over real HTTP), on both engines: send, poll, collect.
+
+Each test checks the ledger exactly: half the catalogue's price reserved per image at
+submission (reason `economy`), and every item without an image refunded once.
+"""
+
+import datetime
+import io
+import time
+
+import pytest
+from PIL import Image
+
+from services import batches, credits, db, economy
+from tests.conftest import TEST_CATALOG, make_subscriber, openai_settings
+
+
+@pytest.fixture
+def studio(make_app, database, fake_openai):
+    return make_app(**openai_settings(fake_openai))
+
+
+def economy_batch(conn, user, prompts, resolution="1K", ratio="1:1", image_format="png", model="gpt-image-2") -> dict:
+    checked = batches.review(TEST_CATALOG, datetime.date.today(), prompts=prompts, names=[], style="studio light",
+                             model_id=model, ratio=ratio, quality="low", image_format=image_format, separator=", ",
+                             max_prompts=200, credits_left=10_000, resolution=resolution, speed="economy")
+    assert checked.ok, checked.errors
+    batch_id, _ = batches.create(conn, TEST_CATALOG, user, checked, f"t{time.monotonic_ns()}", int(time.time()))
+    return db.batch_get(conn, batch_id)
+
+
+def settle(studio, conn, seconds=60) -> dict:
+    """Tick (as cron does, without the minute between polls) until nothing is waiting or sent."""
+    deadline, totals = time.monotonic() + seconds, {"sent": 0, "done": 0, "failed": 0}
+    minutes = 0
+    while time.monotonic() < deadline:
+        minutes += 1  # each tick a minute later than the last, as cron's are: each open job is asked again
+        got = economy.tick(conn, studio.settings, studio.catalog,
+                           int(time.time()) + minutes * (economy.POLL_EVERY + 1))
+        totals = {k: totals[k] + got[k] for k in totals}
+        if not conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE status IN ('queued', 'waiting')"):
+            return totals
+        time.sleep(0.05)
+    raise AssertionError(f"still waiting after {seconds} s: {totals}")
+
+
+def ledger(conn, user) -> list[tuple[str, int]]:
+    return [(r["reason"], r["delta"]) for r in conn.all(
+        "SELECT reason, delta FROM credit_ledger WHERE user_id = ? AND reason <> 'grant' ORDER BY id", (user,))]
+
+
+def test_the_economy_price_is_half_rounded_up():
+    assert [batches.economy_price(n) for n in (0, 1, 2, 3, 22, 397)] == [0, 1, 1, 2, 11, 199]
+    full = TEST_CATALOG.get("gpt-image-2").price("2K", "16:9", "high")
+    review = batches.review(TEST_CATALOG, datetime.date.today(), prompts=["a"], names=[], style="",
+                            model_id="gpt-image-2", ratio="16:9", quality="high", image_format="png", separator=", ",
+                            max_prompts=200, credits_left=300, resolution="2K", speed="economy")
+    assert review.credits_per_item == (full + 1) // 2 and review.speed == "economy"
+    wrong = batches.review(TEST_CATALOG, datetime.date.today(), prompts=["a"], names=[], style="",
+                           model_id="gpt-image-2", ratio="16:9", quality="high", image_format="png", separator=", ",
+                           max_prompts=200, credits_left=300, speed="tomorrow")
+    assert [p.code for p in wrong.errors] == ["unknown_speed"]
+
+
+def test_an_economy_batch_goes_upstream_as_one_job_and_every_image_comes_back(studio, conn, fake_openai):
+    user = make_subscriber(conn, balance=300)
+    batch = economy_batch(conn, user, ["a red fox", "a blue whale", "a green frog"], resolution="2K", ratio="16:9",
+                          image_format="jpeg")
+    full = TEST_CATALOG.get("gpt-image-2").price("2K", "16:9", "low")
+    assert batch["speed"] == "economy" and batch["credits_per_item"] == (full + 1) // 2
+    totals = settle(studio, conn)
+    assert totals == {"sent": 3, "done": 3, "failed": 0}
+    assert fake_openai.requests == []  # nothing went through the synchronous endpoint
+    [job] = conn.all("SELECT status, total, openai_batch_id FROM upstream_batches")
+    assert job["status"] == "collected" and job["total"] == 3
+    items = db.batch_items_of(conn, batch["id"])
+    assert [i["status"] for i in items] == ["done"] * 3 and db.batch_get(conn, batch["id"])["status"] == "done"
+    for item in items:
+        image = Image.open(io.BytesIO((studio.settings.results_dir / item["result_path"]).read_bytes()))
+        assert (image.size, image.format) == ((2048, 1152), "JPEG") and item["output_tokens"] > 0
+    per = batch["credits_per_item"]
+    assert ledger(conn, user) == [("economy", -per)] * 3 and credits.balance(conn, user) == 300 - 3 * per
+    kept = studio.settings.var_dir / "economy"
+    assert not kept.exists() or not any(kept.iterdir())  # a collected job's files are gone
+    # The synchronous worker never takes an economy item.
+    assert db.next_batch_to_serve(conn, int(time.time()), int(time.time() * 1000)) is None
+
+
+def test_lines_that_fail_and_lines_that_never_come_back_are_refunded_once(studio, conn, fake_openai):
+    user = make_subscriber(conn, balance=300)
+    batch = economy_batch(conn, user, [f"prompt {n}" for n in range(6)] + ["FORBIDDEN thing"])
+    ids = [i["id"] for i in db.batch_items_of(conn, batch["id"])]
+    fake_openai.batch_line_faults = {f"item:{ids[1]}:1": "server_error"}
+    fake_openai.batch_expire_after_requests = 5  # the job expires with the last two never run
+    totals = settle(studio, conn)
+    assert totals["sent"] == 7 and totals["done"] + totals["failed"] == 7
+    items = {i["id"]: i for i in db.batch_items_of(conn, batch["id"])}
+    assert items[ids[1]]["status"] == "failed" and items[ids[1]]["error_code"] == "upstream"
+    codes = sorted(i["error_code"] or i["status"] for i in items.values())
+    assert codes.count("economy_expired") == 2 and codes.count("done") == totals["done"]
+    per = batch["credits_per_item"]
+    refunded = [line for line in ledger(conn, user) if line[0] == "refund"]
+    assert len(refunded) == totals["failed"] == 7 - totals["done"] and all(d == per for _, d in refunded)
+    assert credits.balance(conn, user) == 300 - totals["done"] * per
+    assert settle(studio, conn) == {"sent": 0, "done": 0, "failed": 0}  # collecting again changes nothing
+
+
+def test_a_failed_upload_keeps_the_items_queued_and_charges_once(studio, conn, fake_openai):
+    user = make_subscriber(conn, balance=300)
+    batch = economy_batch(conn, user, ["one", "two"])
+    fake_openai.api_key = "sk-other"  # the upload is refused: nothing starts upstream
+    assert economy.tick(conn, studio.settings, studio.catalog)["sent"] == 0
+    assert [i["status"] for i in db.batch_items_of(conn, batch["id"])] == ["queued", "queued"]
+    assert conn.scalar("SELECT status FROM upstream_batches") == "not_sent"
+    fake_openai.api_key = studio.settings.openai_api_key
+    assert settle(studio, conn)["done"] == 2
+    assert ledger(conn, user) == [("economy", -batch["credits_per_item"])] * 2  # reserved once, at the first try
+
+
+def test_a_worker_killed_while_collecting_settles_the_rest_without_doing_anything_twice(studio, conn, fake_openai):
+    user = make_subscriber(conn, balance=300)
+    batch = economy_batch(conn, user, [f"p{n}" for n in range(4)])
+    economy.submit(conn, studio.settings, studio.catalog, int(time.time()))
+    job = conn.one("SELECT id, openai_batch_id FROM upstream_batches")
+    deadline = time.monotonic() + 30  # wait for the job upstream, without collecting it
+    while conn.scalar("SELECT status FROM upstream_batches") != "completed" and time.monotonic() < deadline:
+        answer = economy.openai_batches.retrieve(studio.settings.openai_base_url, studio.settings.openai_api_key,
+                                                 job["openai_batch_id"])
+        db.upstream_update(conn, job["id"], int(time.time()), status=answer["status"],
+                           output_file_id=answer.get("output_file_id"), error_file_id=answer.get("error_file_id"))
+        time.sleep(0.05)
+    # As if a collector died after settling the first two lines: they are done, the files are on disk.
+    first = db.batch_items_of(conn, batch["id"])[:2]
+    real_results = economy.openai_batches.results
+
+    def two_then_die(path):
+        for n, result in enumerate(real_results(path)):
+            if n == 2:
+                raise KeyboardInterrupt("killed")
+            yield result
+
+    economy.openai_batches.results = two_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            economy.collect(conn, studio.settings, studio.catalog, db.upstream_get(conn, job["id"]), int(time.time()))
+    finally:
+        economy.openai_batches.results = real_results
+    assert [i["status"] for i in db.batch_items_of(conn, batch["id"])] == ["done", "done", "waiting", "waiting"]
+    assert all(db.batch_item_get(conn, i["id"])["status"] == "done" for i in first)
+    assert settle(studio, conn)["done"] == 2  # the next tick collects the other two, and only those
+    assert [i["status"] for i in db.batch_items_of(conn, batch["id"])] == ["done"] * 4
+    assert ledger(conn, user) == [("economy", -batch["credits_per_item"])] * 4
+
+
+def test_cancel_stops_the_job_and_refunds_what_did_not_run(studio, conn, fake_openai):
+    user = make_subscriber(conn, balance=300)
+    fake_openai.batch_pace = {"validating": 0.0, "per_request": 0.4, "finalizing": 0.0, "cancelling": 0.1}
+    batch = economy_batch(conn, user, [f"p{n}" for n in range(10)])
+    economy.submit(conn, studio.settings, studio.catalog, int(time.time()))
+    assert economy.cancel(conn, studio.settings, batch["id"]) == 1
+    settle(studio, conn)
+    items = db.batch_items_of(conn, batch["id"])
+    done = [i for i in items if i["status"] == "done"]
+    cancelled = [i for i in items if i["status"] == "cancelled"]
+    assert len(done) + len(cancelled) == 10 and cancelled
+    assert credits.balance(conn, user) == 300 - len(done) * batch["credits_per_item"]
+    assert db.batch_get(conn, batch["id"])["status"] == "done"
