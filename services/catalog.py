@@ -190,16 +190,20 @@ def _model(raw: dict, index: int) -> Model:
         raise CatalogError(f"{where}: {exc}") from None
 
 
-def load(path: Path | None = None) -> Catalog:
-    """Read and check the catalogue file; raise CatalogError with the place of the first problem."""
-    path = Path(path or DEFAULT_FILE)
+def read_json(path: Path) -> dict:
+    """The catalogue file's JSON data, unchecked; CatalogError when it cannot be read or is not JSON."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise CatalogError(f"cannot read the model catalogue {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise CatalogError(f"the model catalogue {path} is not valid JSON: {exc}") from None
-    return parse(raw, str(path))
+
+
+def load(path: Path | None = None) -> Catalog:
+    """Read and check the catalogue file; raise CatalogError with the place of the first problem."""
+    path = Path(path or DEFAULT_FILE)
+    return parse(read_json(path), str(path))
 
 
 def parse(raw: dict, source: str = "(data)") -> Catalog:

@@ -913,6 +913,12 @@ def upstreams_to_poll(conn: Connection, polled_before: int) -> list[dict]:
                     (*UPSTREAM_OPEN, polled_before))
 
 
+def upstreams_stale_building(conn: Connection, before: int) -> list[dict]:
+    """Upstream jobs still 'building' since before `before`: a worker died between marking and sending them."""
+    return conn.all(f"SELECT {_UPSTREAM_COLUMNS} FROM upstream_batches WHERE status = 'building' AND created_at < ?",
+                    (before,))
+
+
 def upstreams_of_batch(conn: Connection, batch_id: int) -> list[dict]:
     """The upstream jobs that hold items of this batch still waiting."""
     return conn.all(f"SELECT {_UPSTREAM_COLUMNS} FROM upstream_batches WHERE id IN (SELECT upstream_id FROM "

@@ -2,6 +2,7 @@
 
 The cron worker calls `tick()` once a minute (before it works the queue of "now" batches):
 
+0. `requeue_abandoned()`: a job a worker marked but never sent (it died midway) gives its items back.
 1. `submit()`: each active economy batch with queued items becomes one upstream job (one per
    site batch, so a subscriber's Cancel cancels only their own job). Every item's credits are
    reserved first (ledger reason `economy`, reference `item:<id>:<charge>`, so a retry never
@@ -40,6 +41,7 @@ from services.openai_images import ImageAPIError
 log = logging.getLogger(__name__)
 
 POLL_EVERY = 60  # seconds between two questions about one job
+BUILDING_TIMEOUT = 600  # a job still being built after this long lost its worker midway: its items go back
 ITEMS_PER_JOB = 1000  # a job's input stays far below OpenAI's 200 MB even with 32,000-character prompts
 OUTPUT_DAYS = 3  # how long OpenAI keeps a job's output file for us
 _CUSTOM_ID = re.compile(r"^item:(\d+):(\d+)$")
@@ -53,6 +55,7 @@ def folder(settings: Settings, upstream_id: int) -> Path:
 def tick(conn: db.Connection, settings: Settings, catalog: Catalog, now: int | None = None) -> dict[str, int]:
     """Send what waits to be sent, ask about open jobs, collect finished ones; counts of what happened."""
     now = now or int(time.time())
+    requeue_abandoned(conn, now)
     sent = submit(conn, settings, catalog, now)
     settled = poll(conn, settings, catalog, now)
     return {"sent": sent, **settled}
@@ -92,6 +95,22 @@ def submit(conn: db.Connection, settings: Settings, catalog: Catalog, now: int) 
         log.info("economy: batch %s sent as job %s (%s, %d images)", batch["id"], upstream_id, job["id"], len(items))
         sent += len(items)
     return sent
+
+
+def requeue_abandoned(conn: db.Connection, now: int) -> int:
+    """Put back in the queue the items of jobs a worker marked but never sent (it died); how many jobs.
+
+    Their reservations stay with them, so the next submission charges nothing again. (If the job
+    did reach OpenAI before the worker died, it runs there unseen and is paid upstream once more;
+    the subscriber is still charged once.)
+    """
+    stale = db.upstreams_stale_building(conn, now - BUILDING_TIMEOUT)
+    for job in stale:
+        with conn.transaction():
+            db.batch_items_unsend(conn, job["id"])
+            db.upstream_update(conn, job["id"], now, status="not_sent", error_message="abandoned while built")
+        log.warning("economy: job %s was abandoned while it was built; its items are queued again", job["id"])
+    return len(stale)
 
 
 def _reserve(conn: db.Connection, batch: dict, items: list[dict], now: int) -> list[dict]:

@@ -72,12 +72,7 @@ class Report:
 def read_raw(path: Path) -> dict:
     """The catalogue file as JSON data, checked: a valid catalogue with token prices and credit_usd (CatalogError)."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CatalogError(f"cannot read the model catalogue {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise CatalogError(f"the model catalogue {path} is not valid JSON: {exc}") from None
+    raw = model_catalog.read_json(path)
     model_catalog.parse(raw, str(path))
     token_prices(raw, f"the model catalogue {path}")
     credit_usd(raw, f"the model catalogue {path}")

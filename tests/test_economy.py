@@ -165,3 +165,20 @@ def test_cancel_stops_the_job_and_refunds_what_did_not_run(studio, conn, fake_op
     assert len(done) + len(cancelled) == 10 and cancelled
     assert credits.balance(conn, user) == 300 - len(done) * batch["credits_per_item"]
     assert db.batch_get(conn, batch["id"])["status"] == "done"
+
+
+def test_a_worker_that_died_while_building_a_job_leaves_nothing_stuck(studio, conn, fake_openai):
+    user = make_subscriber(conn, balance=300)
+    batch = economy_batch(conn, user, ["one", "two"])
+    long_ago = int(time.time()) - economy.BUILDING_TIMEOUT - 1
+    # As if a worker reserved, marked the items as sent and died before the upload.
+    items = db.batch_items_of(conn, batch["id"])
+    for item in items:
+        credits.reserve(conn, user, batch["credits_per_item"], f"item:{item['id']}:{item['charge']}", long_ago,
+                        reason="economy")
+        db.batch_item_set_charged(conn, item["id"], batch["credits_per_item"])
+    stuck = db.upstream_insert(conn, "gpt-image-2", long_ago)
+    db.batch_items_send(conn, [item["id"] for item in items], stuck)
+    assert settle(studio, conn)["done"] == 2
+    assert db.upstream_get(conn, stuck)["status"] == "not_sent"
+    assert ledger(conn, user) == [("economy", -batch["credits_per_item"])] * 2  # charged once

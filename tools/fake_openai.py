@@ -1278,15 +1278,7 @@ class FakeOpenAI(ServedStandIn):
         """Answer POST /v1/images/generations; None when the stand-in stopped while the request slept."""
         started = time.monotonic()
         self._authenticate(headers.get("Authorization") or "")
-        try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            body = None
-        if not isinstance(body, dict):
-            raise ApiError(400, "We could not parse the JSON body of your request. (HINT: This likely means you "
-                                "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but "
-                                "what was sent was not valid JSON. If you have trouble figuring out how to fix this, "
-                                "please contact us through our help center at help.openai.com.)")
+        body = _json_body(raw)
         with self._lock:
             self.requests.append(body)
         order = self._validate(body)
