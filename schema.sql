@@ -154,6 +154,7 @@ CREATE TABLE IF NOT EXISTS batches (
   speed VARCHAR(8) NOT NULL DEFAULT 'now',
   notify_email SMALLINT NOT NULL DEFAULT 0,
   notified_at BIGINT NULL,
+  lang VARCHAR(8) NOT NULL DEFAULT 'en',
   width INT NOT NULL,
   height INT NOT NULL,
   style MEDIUMTEXT NOT NULL,

@@ -138,6 +138,7 @@ CREATE TABLE IF NOT EXISTS batches (
   speed TEXT NOT NULL DEFAULT 'now',
   notify_email INTEGER NOT NULL DEFAULT 0,
   notified_at INTEGER NULL,
+  lang TEXT NOT NULL DEFAULT 'en',
   width INTEGER NOT NULL,
   height INTEGER NOT NULL,
   style TEXT NOT NULL,

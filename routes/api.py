@@ -101,7 +101,7 @@ def describe(state: dict) -> dict:
     batch, items = state["batch"], state["items"]
     shown = {key: batch[key] for key in ("id", "status", "pause_reason", "model", "ratio", "quality", "image_format",
                                          "resolution", "complexity", "width", "height", "item_count",
-                                         "credits_per_item", "created_at")}
+                                         "credits_per_item", "created_at", "speed")}
     if batch["status"] == "active" and not batch["pause_reason"] and worker.paused(web.conn(), web.now() * 1000):
         shown["pause_reason"] = "service_paused"
     reason = shown["pause_reason"]
@@ -110,6 +110,8 @@ def describe(state: dict) -> dict:
         "now": web.now(),
         "batch": shown,
         "counts": state["counts"],
+        # An economy batch: what OpenAI reports of its jobs (status, total, completed, failed, since).
+        "economy": state.get("economy"),
         "items": [{
             "id": item["id"], "position": item["position"], "prompt": item["prompt"],
             "final_prompt": item["final_prompt"], "file_name": item["file_name"], "status": item["status"],
@@ -195,7 +197,9 @@ def register(app: web.App) -> None:
             image_format=form_value("format"), separator=app.settings.prompt_separator,
             max_prompts=limit, credits_left=credits.balance(web.conn(), user["id"]), total_prompts=total,
             unavailable=batches.unavailable_models(web.conn(), web.now() * 1000),
-            resolution=form_value("resolution") or "1K", complexity=form_value("complexity"))
+            resolution=form_value("resolution") or "1K", complexity=form_value("complexity"),
+            speed=form_value("speed") or "now", notify=app.settings.mail_enabled and form_value("notify") == "1")
+        checked.lang = web.lang()
         if not checked.ok:
             first = checked.errors[0]
             body = {"error": {"code": first.code, "message": message(first.code, line=first.line, **first.values)},
@@ -204,7 +208,8 @@ def register(app: web.App) -> None:
             return _json(422, body)
         try:
             batch_id, created = batches.create(web.conn(), app.catalog, user["id"], checked,
-                                               form_value("request_token"), web.now(), form_value("test_run") == "1",
+                                               form_value("request_token"), web.now(),
+                                               form_value("test_run") == "1" and checked.speed == "now",
                                                max_open=app.settings.max_open_batches)
         except batches.BatchError as exc:
             return fail(409, exc.code, **exc.values)
@@ -256,6 +261,12 @@ def register(app: web.App) -> None:
     def go_on(batch_id):
         """After a test run: queue the items it held back."""
         return queue_more(batch_id, batches.go_on)
+
+    @app.post("/api/batches/<batch_id:int>/now")
+    def go_now(batch_id):
+        """After an economy batch expired: queue the images OpenAI did not make in time as "now", at full price."""
+        return queue_more(batch_id, lambda conn, user_id, batch, now: batches.go_now(conn, app.catalog, user_id,
+                                                                                      batch, now))
 
     @app.post("/api/batches/<batch_id:int>/cancel")
     def cancel(batch_id):

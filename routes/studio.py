@@ -28,7 +28,7 @@ WARNINGS = {
 
 PAUSES = api.PAUSES  # why a batch waits (model_unavailable among them), in one place for this page and the API
 
-FIELDS = ("prompts", "names", "style", "model", "quality", "format", "ratio", "resolution", "complexity")
+FIELDS = ("prompts", "names", "style", "model", "quality", "format", "ratio", "resolution", "complexity", "speed")
 QUALITY_LABELS = {"low": _("Low: drafts, fastest"), "medium": _("Medium"), "high": _("High: finest, slower"),
                   "xhigh": _("Extra high"), "max": _("Maximum: slowest")}
 CSV_TEMPLATE = "\ufeffprompt,name\r\na red fox in the snow at dawn,fox\r\na lighthouse at dusk,\r\n"
@@ -54,11 +54,18 @@ def register(app: web.App) -> None:
     def defaults() -> dict:
         model = app.catalog.default(datetime.date.today())
         return {"prompts": "", "names": "", "style": "", "model": model.id, "quality": model.default_quality,
-                "format": "png", "ratio": "1:1", "resolution": "1K", "complexity": model.default_complexity or "high"}
+                "format": "png", "ratio": "1:1", "resolution": "1K", "complexity": model.default_complexity or "high",
+                "speed": "now"}
 
     def posted() -> dict:
         forms = bottle.request.forms
-        return {name: (forms.getunicode(name) or "") for name in FIELDS}
+        values = {name: (forms.getunicode(name) or "") for name in FIELDS}
+        values["speed"] = values["speed"] or "now"
+        return values
+
+    def notify_wanted() -> bool:
+        """The review's "Email me when it is ready" box (only offered when the site can send mail)."""
+        return app.settings.mail_enabled and bottle.request.forms.get("notify") == "1"
 
     def price_table() -> list[dict]:
         today = datetime.date.today()
@@ -114,21 +121,31 @@ def register(app: web.App) -> None:
             if not values["names"] and file_names:
                 values["names"] = "\n".join(name or "" for name in file_names)
         user = web.current_user()
-        return batches.review(
+        checked = batches.review(
             app.catalog, datetime.date.today(), prompts=prompts, names=names, style=values["style"],
             model_id=values["model"], ratio=values["ratio"], quality=values["quality"],
             image_format=values["format"], separator=app.settings.prompt_separator,
             max_prompts=limit, credits_left=credits.balance(web.conn(), user["id"]), total_prompts=total,
             unavailable=batches.unavailable_models(web.conn(), web.now() * 1000),
-            resolution=values["resolution"] or "1K", complexity=values["complexity"])
+            resolution=values["resolution"] or "1K", complexity=values["complexity"], speed=values["speed"],
+            notify=notify_wanted())
+        checked.lang = web.lang()
+        return checked
 
     def show_review(values: dict, checked, status: int = 200):
         bottle.response.status = status
         model = app.catalog.get(checked.model)
+        count = len(checked.items)
         return web.render("studio/review.html", values=values, review=checked, model=model,
                           size=checked.size, errors=problem_texts(checked.errors),
                           warnings=problem_texts(checked.warnings), request_token=secrets.token_urlsafe(16),
-                          test_items=TEST_RUN_ITEMS,
+                          test_items=TEST_RUN_ITEMS, mail_enabled=app.settings.mail_enabled,
+                          # The box is ticked for economy (hours away) unless the subscriber unticked it.
+                          notify_checked=checked.notify if bottle.request.forms.get("notify_shown") == "1"
+                          else checked.speed == "economy",
+                          email=web.current_user()["email"],
+                          now_credits=checked.now_credits_per_item * count,
+                          economy_credits=batches.economy_price(checked.now_credits_per_item) * count,
                           quality_labels={q: web.translate(text) for q, text in QUALITY_LABELS.items()})
 
     def subscriber() -> dict:
@@ -190,7 +207,9 @@ def register(app: web.App) -> None:
             if model is None or checked.size is None:  # nothing to review: back to the form
                 return compose(values, problem_texts(checked.errors), 422)
             return show_review(values, checked, 422)
-        test_run = bottle.request.forms.get("test_run") == "1" and len(checked.items) > TEST_RUN_ITEMS
+        # A test run is for seeing three images at once: economy batches have none.
+        test_run = (bottle.request.forms.get("test_run") == "1" and len(checked.items) > TEST_RUN_ITEMS
+                    and checked.speed == "now")
         try:
             batch_id, created = batches.create(web.conn(), app.catalog, user["id"], checked, token, web.now(), test_run,
                                                max_open=app.settings.max_open_batches)
@@ -223,8 +242,17 @@ def register(app: web.App) -> None:
             held_credits=held * batch["credits_per_item"],
             pause_text=web.translate(PAUSES[batch["pause_reason"]]) if batch["pause_reason"] in PAUSES else None,
             failure_texts={code: web.translate(text) for code, text in api.FAILURE_MESSAGES.items()},
+            economy=state["economy"], expired=state["failures"].get("economy_expired", 0),
+            now_price=now_price(batch),
             balance=credits.balance(web.conn(), user["id"]), can_generate=web.plan().can_generate,
             retention_days=app.settings.image_retention_days, expected_bytes=batches.estimated_bytes(batch))
+
+    def now_price(batch: dict) -> int:
+        """What one image of this batch costs at the "Now" speed (the catalogue's price)."""
+        model = app.catalog.get(batch["model"])
+        if model is None or not model.offers(batch["resolution"], batch["ratio"], batch["quality"]):
+            return batch["credits_per_item"]
+        return model.price(batch["resolution"], batch["ratio"], batch["quality"])
 
     def batch_action(batch_id: int, action, needs_plan: bool = False):
         user = signed_in(f"/batches/{batch_id}")
@@ -250,6 +278,12 @@ def register(app: web.App) -> None:
     def continue_batch(batch_id):
         """After a test run: generate the rest."""
         batch_action(batch_id, batches.go_on, needs_plan=True)
+
+    @app.post("/batches/<batch_id:int>/now")
+    def go_now(batch_id):
+        """After an economy batch expired: make the images OpenAI did not make in time now, at full price."""
+        batch_action(batch_id, lambda conn, user_id, batch, now: batches.go_now(conn, app.catalog, user_id, batch,
+                                                                                 now), needs_plan=True)
 
     @app.post("/batches/<batch_id:int>/stop")
     def stop_batch(batch_id):
@@ -280,4 +314,5 @@ def register(app: web.App) -> None:
         """The batches kept in this browser (library.js), and the account's latest batches."""
         user = signed_in("/library")
         return web.render("studio/library.html", recent=batches.recent(web.conn(), user["id"]),
+                          economy_waiting=batches.economy_unfinished(web.conn(), user["id"]),
                           batch_ids=batches.owned_ids(web.conn(), user["id"]))

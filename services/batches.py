@@ -87,6 +87,8 @@ class Review:
     complexity: str | None = None
     speed: str = "now"  # or "economy": OpenAI's Batch API, half the credits, within 24 hours
     notify: bool = False  # email the owner when every item has settled
+    lang: str = "en"  # the owner's language when the batch was made: its email is written in it
+    now_credits_per_item: int = 0  # the catalogue's price, what "Now" costs (the review shows both speeds)
     size: tuple[int, int] | None = None  # the exact size of every image
 
     @property
@@ -248,12 +250,11 @@ def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names:
     if speed not in SPEEDS:
         errors.append(Problem("unknown_speed"))
     priced = model is not None and ratio in RATIOS and model.offers(resolution, ratio, quality)
-    per_item = model.price(resolution, ratio, quality) if priced else 0
-    if speed == "economy":
-        per_item = economy_price(per_item)
+    full = model.price(resolution, ratio, quality) if priced else 0
+    per_item = economy_price(full) if speed == "economy" else full
     size = model.size(resolution, ratio).output if priced else None
     extra = {"resolution": resolution, "complexity": chosen_complexity, "size": size,
-             "speed": speed if speed in SPEEDS else "now", "notify": bool(notify)}
+             "speed": speed if speed in SPEEDS else "now", "notify": bool(notify), "now_credits_per_item": full}
     if total > max_prompts or len(style) > STYLE_MAX_CHARS:  # nothing more to say until that is fixed
         return Review(items=[], model=model_id, ratio=ratio, quality=quality, image_format=image_format, style=style,
                       separator=separator, credits_per_item=per_item, credits_needed=per_item * total,
@@ -352,9 +353,25 @@ def status(conn: db.Connection, user_id: int, batch_id: int) -> dict:
     for item in items:
         item["final_prompt"] = final_prompt(item["prompt"], batch["style"], batch["prompt_separator"])
     counts: dict[str, int] = {}
+    failures: dict[str, int] = {}
     for item in items:
         counts[item["status"]] = counts.get(item["status"], 0) + 1
-    return {"batch": batch, "items": items, "counts": counts}
+        if item["status"] == "failed" and item["error_code"]:
+            failures[item["error_code"]] = failures.get(item["error_code"], 0) + 1
+    state = {"batch": batch, "items": items, "counts": counts, "failures": failures, "economy": None}
+    if batch["speed"] == "economy":
+        state["economy"] = upstream_progress(conn, batch_id)
+    return state
+
+
+def upstream_progress(conn: db.Connection, batch_id: int) -> dict:
+    """What OpenAI reports of the jobs holding this economy batch's waiting items: their status and counts."""
+    jobs = db.upstreams_of_batch(conn, batch_id)
+    statuses = sorted({job["status"] for job in jobs})
+    return {"status": statuses[0] if len(statuses) == 1 else ("mixed" if statuses else None),
+            "total": sum(job["total"] for job in jobs), "completed": sum(job["completed"] for job in jobs),
+            "failed": sum(job["failed"] for job in jobs), "since": min((job["created_at"] for job in jobs),
+                                                                       default=None)}
 
 
 def retry_failed(conn: db.Connection, user_id: int, batch_id: int, now: int, item_id: int | None = None) -> int:
@@ -387,6 +404,26 @@ def stop(conn: db.Connection, user_id: int, batch_id: int, now: int) -> bool:
     return True
 
 
+def go_now(conn: db.Connection, catalog: Catalog, user_id: int, batch_id: int, now: int) -> int:
+    """After an economy batch expired: make the images OpenAI did not make in time now, at the full price.
+
+    The batch becomes a "now" batch at the catalogue's price per image (the images already made
+    keep what they cost); its `economy_expired` items are queued again, each a new charge that
+    the worker reserves as it makes them. Returns how many were queued (0 if there were none).
+    """
+    batch = owned(conn, user_id, batch_id)
+    model = catalog.get(batch["model"])
+    if batch["speed"] != "economy" or model is None:
+        return 0
+    price = model.price(batch["resolution"], batch["ratio"], batch["quality"])
+    with conn.transaction():
+        count = db.batch_items_retry_failed(conn, batch_id, now, error_code="economy_expired")
+        if count:
+            db.batch_set_speed(conn, batch_id, "now", price, now)
+            db.batch_set_status(conn, batch_id, "active", None, now)
+    return count
+
+
 def go_on(conn: db.Connection, user_id: int, batch_id: int, now: int) -> int:
     """After a test run: queue the items it held back; returns how many."""
     owned(conn, user_id, batch_id)
@@ -400,6 +437,11 @@ def go_on(conn: db.Connection, user_id: int, batch_id: int, now: int) -> int:
 def recent(conn: db.Connection, user_id: int, limit: int = 20) -> list[dict]:
     """The user's latest batches, newest first."""
     return db.batches_of(conn, user_id, limit)
+
+
+def economy_unfinished(conn: db.Connection, user_id: int) -> list[dict]:
+    """The user's economy batches still being sent or waiting for OpenAI (the library lists them)."""
+    return db.batches_economy_unfinished(conn, user_id)
 
 
 OWNED_IDS = 1000  # the most batch ids a page vouches for (the browser adopts its rows kept from before owners)

@@ -684,7 +684,7 @@ def stripe_events_delete_before(conn: Connection, before: int) -> int:
 # --- batches -----------------------------------------------------------------------------------
 
 _BATCH_COLUMNS = ("id, user_id, request_token, status, pause_reason, model, ratio, quality, image_format, "
-                  "resolution, complexity, speed, notify_email, notified_at, width, "
+                  "resolution, complexity, speed, notify_email, notified_at, lang, width, "
                   "height, style, prompt_separator, item_count, credits_per_item, last_started_ms, created_at, "
                   "updated_at")
 _ITEM_COLUMNS = ("id, batch_id, position, prompt, file_name, status, attempts, charge, charged, "
@@ -697,11 +697,12 @@ def batch_insert(conn: Connection, user_id: int, token: str, checked, size: tupl
     """Store a batch (status active); return its id."""
     return conn.insert(
         "INSERT INTO batches (user_id, request_token, status, model, ratio, quality, image_format, resolution, "
-        "complexity, speed, notify_email, width, height, style, prompt_separator, item_count, credits_per_item, "
-        "created_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "complexity, speed, notify_email, lang, width, height, style, prompt_separator, item_count, "
+        "credits_per_item, created_at, updated_at) "
+        "VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (user_id, token, checked.model, checked.ratio, checked.quality, checked.image_format, checked.resolution,
-         checked.complexity, checked.speed, int(checked.notify), size[0], size[1], checked.style, checked.separator,
-         len(checked.items), checked.credits_per_item, now, now))
+         checked.complexity, checked.speed, int(checked.notify), checked.lang, size[0], size[1], checked.style,
+         checked.separator, len(checked.items), checked.credits_per_item, now, now))
 
 
 def batch_items_insert(conn: Connection, batch_id: int, items: list[tuple[int, str, str]], now: int,
@@ -831,13 +832,32 @@ def batch_item_cancel(conn: Connection, item_id: int, now: int) -> bool:
                         "WHERE id = ? AND status IN ('queued', 'held')", (now, item_id)) == 1
 
 
-def batch_items_retry_failed(conn: Connection, batch_id: int, now: int, item_id: int | None = None) -> int:
-    """Queue a batch's failed items (or just one of them) again as a new charge; return how many."""
-    only = " AND id = ?" if item_id is not None else ""
+def batch_items_retry_failed(conn: Connection, batch_id: int, now: int, item_id: int | None = None,
+                             error_code: str | None = None) -> int:
+    """Queue a batch's failed items (or one of them, or those failed for one reason) again as a new charge; how many."""
+    only, params = "", [batch_id]
+    if item_id is not None:
+        only, params = only + " AND id = ?", [*params, item_id]
+    if error_code is not None:
+        only, params = only + " AND error_code = ?", [*params, error_code]
     return conn.execute(
         "UPDATE batch_items SET status = 'queued', charge = charge + 1, charged = 0, attempts = 0, not_before_ms = 0, "
-        "error_code = NULL, error_message = NULL, finished_at = NULL WHERE batch_id = ? AND status = 'failed'" + only,
-        (batch_id,) if item_id is None else (batch_id, item_id))
+        "upstream_id = NULL, error_code = NULL, error_message = NULL, finished_at = NULL "
+        "WHERE batch_id = ? AND status = 'failed'" + only, tuple(params))
+
+
+def batch_set_speed(conn: Connection, batch_id: int, speed: str, credits_per_item: int, now: int) -> None:
+    """Change how a batch's remaining items are made ('now' or 'economy') and what each costs from now on."""
+    conn.execute("UPDATE batches SET speed = ?, credits_per_item = ?, updated_at = ? WHERE id = ?",
+                 (speed, credits_per_item, now, batch_id))
+
+
+def batches_economy_unfinished(conn: Connection, user_id: int) -> list[dict]:
+    """A user's economy batches that still have items to send or waiting at OpenAI, newest first."""
+    return conn.all(
+        "SELECT b.id, b.item_count, b.model, b.created_at, b.status, (SELECT COUNT(*) FROM batch_items i "
+        "WHERE i.batch_id = b.id AND i.status = 'waiting') AS waiting FROM batches b WHERE b.user_id = ? "
+        "AND b.speed = 'economy' AND b.status IN ('active', 'paused') ORDER BY b.id DESC", (user_id,))
 
 
 def batch_item_delivered(conn: Connection, item_id: int, now: int) -> bool:
@@ -1116,3 +1136,36 @@ def items_stale_leases(conn: Connection, now: int) -> int:
     """Put running items whose worker died (lease expired) back in the queue; return how many."""
     return conn.execute("UPDATE batch_items SET status = 'queued', lease_until = 0 "
                         "WHERE status = 'running' AND lease_until <= ?", (now,))
+
+
+# --- batch emails ---
+
+_NOTIFY_COUNT = "(SELECT COUNT(*) FROM batch_items c WHERE c.batch_id = b.id AND c.status IN ({statuses}))"
+
+
+def batches_to_notify(conn: Connection, finished_since: int, limit: int) -> list[dict]:
+    """Finished batches whose owner asked for an email not sent yet (oldest first), with the address and counts.
+
+    Only batches last changed at or after `finished_since` (older ones have no image left to
+    collect) and owners with an address. `ready` counts the images (done, or already delivered).
+    """
+    ready = _NOTIFY_COUNT.format(statuses="'done', 'delivered'")
+    failed = _NOTIFY_COUNT.format(statuses="'failed'")
+    cancelled = _NOTIFY_COUNT.format(statuses="'cancelled'")
+    return conn.all(
+        f"SELECT b.id, b.user_id, b.lang, b.item_count, u.email, {ready} AS ready, {failed} AS failed, "
+        f"{cancelled} AS cancelled FROM batches b JOIN users u ON u.id = b.user_id "
+        f"WHERE b.notify_email = 1 AND b.notified_at IS NULL AND u.email <> '' AND b.updated_at >= ? "
+        f"AND {_FINISHED} ORDER BY b.id LIMIT ?", (finished_since, limit))
+
+
+def batch_notify_claim(conn: Connection, batch_id: int, now: int) -> bool:
+    """Mark a batch's email as sent before sending it; False when another run claimed it first."""
+    return conn.execute("UPDATE batches SET notified_at = ? WHERE id = ? AND notify_email = 1 "
+                        "AND notified_at IS NULL", (now, batch_id)) == 1
+
+
+def batch_notify_release(conn: Connection, batch_id: int, claimed_at: int) -> bool:
+    """Undo this run's claim (the server said try later): the next run sends the email again."""
+    return conn.execute("UPDATE batches SET notified_at = NULL WHERE id = ? AND notified_at = ?",
+                        (batch_id, claimed_at)) == 1

@@ -52,12 +52,13 @@ def folder(settings: Settings, upstream_id: int) -> Path:
     return settings.var_dir / "economy" / str(upstream_id)
 
 
-def tick(conn: db.Connection, settings: Settings, catalog: Catalog, now: int | None = None) -> dict[str, int]:
+def tick(conn: db.Connection, settings: Settings, catalog: Catalog, now: int | None = None,
+         poll_every: int = POLL_EVERY) -> dict[str, int]:
     """Send what waits to be sent, ask about open jobs, collect finished ones; counts of what happened."""
     now = now or int(time.time())
     requeue_abandoned(conn, now)
     sent = submit(conn, settings, catalog, now)
-    settled = poll(conn, settings, catalog, now)
+    settled = poll(conn, settings, catalog, now, poll_every)
     return {"sent": sent, **settled}
 
 
@@ -130,10 +131,11 @@ def _reserve(conn: db.Connection, batch: dict, items: list[dict], now: int) -> l
     return ready
 
 
-def poll(conn: db.Connection, settings: Settings, catalog: Catalog, now: int) -> dict[str, int]:
-    """Ask about each open job (at most once a minute each) and collect the finished ones; items done and failed."""
+def poll(conn: db.Connection, settings: Settings, catalog: Catalog, now: int,
+         poll_every: int = POLL_EVERY) -> dict[str, int]:
+    """Ask about each open job (at most once per `poll_every` s each) and collect the finished ones; done, failed."""
     done = failed = 0
-    for job in db.upstreams_to_poll(conn, now - POLL_EVERY):
+    for job in db.upstreams_to_poll(conn, now - poll_every):
         if job["status"] in db.UPSTREAM_OPEN:
             try:
                 answer = openai_batches.retrieve(settings.openai_base_url, settings.openai_api_key,

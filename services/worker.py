@@ -614,12 +614,34 @@ def kick(settings: Settings) -> bool:
     return True
 
 
-def start_thread(settings: Settings, database: db.Database, catalog: Catalog) -> threading.Event:
-    """The demo's worker: a daemon thread working the queue for as long as the process lives."""
+DEMO_ECONOMY_EVERY = 2  # seconds between two economy ticks of the demo's worker (cron's minute is too slow to watch)
+
+
+def start_thread(settings: Settings, database: db.Database, catalog: Catalog,
+                 economy_every: float = DEMO_ECONOMY_EVERY) -> threading.Event:
+    """The demo's worker: daemon threads working the queue, and economy batches, for as long as the process lives."""
     stop = threading.Event()
     threading.Thread(target=run, args=(settings, database, catalog), daemon=True, name="demo-worker",
                      kwargs={"idle_exit": False, "stop": stop}).start()
+    threading.Thread(target=_economy_loop, args=(settings, database, catalog, economy_every, stop), daemon=True,
+                     name="demo-economy").start()
     return stop
+
+
+def _economy_loop(settings: Settings, database: db.Database, catalog: Catalog, every: float,
+                  stop: threading.Event) -> None:
+    """What cron does once a minute for economy batches, every `every` seconds (the demo's and tests' pace)."""
+    from services import economy  # economy builds on this module
+
+    while not stop.wait(every):
+        try:
+            conn = database.connect()
+            try:
+                economy.tick(conn, settings, catalog, poll_every=max(1, int(every)))
+            finally:
+                conn.close()
+        except Exception:  # noqa: BLE001 - the demo's loop outlives a bad tick, as cron outlives a bad run
+            log.exception("demo economy tick failed")
 
 
 def cleanup(conn: db.Connection, settings: Settings, now: int) -> tuple[int, int, int]:

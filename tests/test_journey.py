@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -353,3 +354,61 @@ def test_small_screens_and_dark_mode_on_the_batch_page(browser, site):
         shot(page, "08-library-dark-small")
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)], indirect=True)
+def test_an_economy_batch_waits_for_openai_then_ends_in_a_zip(page, site, fake_openai):
+    base, app = site
+    # OpenAI's Batch API on the stand-in: a few seconds in each state, so the page shows the wait.
+    fake_openai.batch_pace = {"validating": 1.0, "per_request": 1.5, "finalizing": 1.0, "cancelling": 0.1}
+    subscribe(page, base)
+    page.goto(base + "/generate")
+    page.fill("#prompts", "\n".join(PROMPTS[:4]))
+    page.check("input[name=speed][value='economy']")
+    page.check("input[name=format][value='png']")
+    page.check("input[name=ratio][value='1:1']")
+    page.check("input[name=quality][value='low']")
+    page.click("#review-button")
+    page.wait_for_url(base + "/generate/review")
+    assert "Economy · 4 credits" in page.text_content("#speed-economy")
+    assert "Now · 8 credits" in page.text_content("#speed-now")
+    assert page.locator("#test-button").count() == 0
+    accessible(page)
+    shot(page, "30-review-economy")
+
+    batch_id = start(page, base)
+    page.wait_for_selector("#economy-banner")
+    assert "at most 24 h" in page.text_content("#economy-banner")
+    # The demo's worker sends the batch upstream within seconds; the page then shows OpenAI's counts.
+    page.wait_for_function("() => /OpenAI has made \\d+ of 4/.test(document.querySelector('#economy-progress')"
+                           ".textContent)", timeout=TIMEOUT)
+    page.reload()  # rendered while OpenAI works (6 s or more): each image says so
+    assert page.locator(".result-status", has_text="Waiting for OpenAI (economy)").count() == 4
+    accessible(page)
+    shot(page, "31-batch-economy-waiting")
+
+    conn = app.database.connect()
+    try:
+        deadline = time.monotonic() + TIMEOUT / 1000
+        while conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE batch_id = ? AND status IN "
+                          "('queued', 'waiting')", (batch_id,)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        page.reload()  # back later, as a subscriber would be (the page itself looks every 30 s)
+        wait_until_collected(page, 4)
+        stored = stored_images(page, batch_id)
+        assert [s["name"] for s in stored] == [f"00{n}-{slug}.png" for n, slug in
+                                              enumerate(["a-red-fox-in-the-snow", "a-lighthouse-at-dusk",
+                                                         "a-bowl-of-ramen", "a-paper-boat-on-a-pond"], 1)]
+        assert {(s["type"], s["width"], s["height"]) for s in stored} == {("image/png", 1024, 1024)}
+        archive, _name = download_zip(page)
+        assert len([n for n in archive.namelist() if n != "manifest.csv"]) == 4
+        page.wait_for_function("() => [...document.querySelectorAll('.result')].every(r => r.dataset.status === "
+                               "'delivered')", timeout=TIMEOUT)
+        user_id = db.batch_get(conn, batch_id)["user_id"]
+        assert credits.balance(conn, user_id) == 300 - 4
+        assert [r["reason"] for r in conn.all("SELECT reason FROM credit_ledger WHERE user_id = ? AND reason <> "
+                                              "'grant' ORDER BY id", (user_id,))] == ["economy"] * 4
+    finally:
+        conn.close()
+    assert fake_openai.requests == []  # nothing went through the synchronous endpoint
+    assert csp_problems(page) == [] and errors(page) == [], page.problems

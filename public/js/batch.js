@@ -15,7 +15,8 @@ async function start() {
   const lang = document.documentElement.lang || undefined;
   const pending = [], busyItems = new Set();
   let stored = new Set(), storable = true, saved = '', fails = 0, timer, polling = false, over = false;
-  let fetching = 0, liveDone = -1, liveAt = 0;
+  let fetching = 0, liveDone = -1, liveAt = 0, upstreamOnly = false;
+  const idle = 30000;
   // A reload for a status change happens once: if the page still renders another status, no loop.
   const key = 'images-in-bulk-reload-' + id;
   if (sessionStorage.getItem(key) === rendered) sessionStorage.removeItem(key);
@@ -111,7 +112,8 @@ async function start() {
       fails++;
     }
     polling = false;
-    next(fails ? Math.min(30000, 2000 * 2 ** fails) : document.hidden ? 10000 : 2000);
+    // Economy images come back together, hours later: while nothing else moves, ask every 30 s.
+    next(fails ? Math.min(30000, 2000 * 2 ** fails) : document.hidden || upstreamOnly ? Math.max(10000, idle) : 2000);
   }
 
   function itemText(item, now) {
@@ -123,7 +125,7 @@ async function start() {
     return `${text} ${secs} s` + (secs >= 60 ? ' · ' + t.tSlow : '');
   }
 
-  async function update({now = Date.now() / 1000, batch: b, counts, items}) {
+  async function update({now = Date.now() / 1000, batch: b, counts, items, economy: job}) {
     const record = {
       id, createdAt: b.created_at, date: new Date(b.created_at * 1000).toISOString().slice(0, 10),
       model: b.model, ratio: b.ratio, quality: b.quality, format: b.image_format, width: b.width,
@@ -181,8 +183,15 @@ async function start() {
     $('batch-eta').textContent = eta;
     $('batch-eta').hidden = !eta;
 
-    const working = items.some(i => i.status === 'queued' || i.status === 'running'
+    const working = items.some(i => i.status === 'queued' || i.status === 'running' || i.status === 'waiting'
       || (i.status === 'held' && b.status === 'active'));
+    upstreamOnly = items.some(i => i.status === 'waiting') && !items.some(i => i.status === 'queued'
+      || i.status === 'running' || i.status === 'done');
+    const upstream = $('economy-progress');
+    if (upstream && job && job.total) {
+      upstream.textContent = ['finalizing', 'completed'].includes(job.status) ? t.tUpstreamFinishing
+        : fill(t.tUpstream, {completed: job.completed, total: job.total, failed: job.failed});
+    }
     const collecting = storable && (pending.length || fetching || items.some(i => i.status === 'done'));
     over = (b.status === 'done' || b.status === 'cancelled') && !working && !collecting;
 
