@@ -182,3 +182,48 @@ def test_a_worker_that_died_while_building_a_job_leaves_nothing_stuck(studio, co
     assert settle(studio, conn)["done"] == 2
     assert db.upstream_get(conn, stuck)["status"] == "not_sent"
     assert ledger(conn, user) == [("economy", -batch["credits_per_item"])] * 2  # charged once
+
+
+def test_a_worker_process_killed_while_it_downloads_the_output_resumes_without_doing_anything_twice(
+        studio, conn, fake_openai):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_worker import worker_env
+
+    user = make_subscriber(conn, balance=300)
+    batch = economy_batch(conn, user, [f"p{n}" for n in range(6)], resolution="2K")
+    economy.submit(conn, studio.settings, studio.catalog, int(time.time()))
+    job = conn.one("SELECT id, openai_batch_id FROM upstream_batches")
+    deadline = time.monotonic() + 30
+    while economy.openai_batches.retrieve(studio.settings.openai_base_url, studio.settings.openai_api_key,
+                                          job["openai_batch_id"])["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    db.upstream_update(conn, job["id"], int(time.time()), polled_at=0)  # due for a question at once
+    fake_openai.content_pace = 0.5  # a slow link: the output file takes seconds to come
+    part = economy.folder(studio.settings, job["id"]) / "output.jsonl.part"
+    process = subprocess.Popen([sys.executable, "cli.py", "worker", "--once"], cwd=ROOT,
+                               env=worker_env(studio, fake_openai), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        while not part.exists():  # the answer's headers are in; its body comes 16 KB every half second
+            assert time.monotonic() < deadline + 30 and process.poll() is None, process.communicate()[0]
+            time.sleep(0.02)
+        time.sleep(1)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=10)
+    assert part.exists() and not part.with_suffix("").exists()  # killed midway: only the partial file
+    assert [i["status"] for i in db.batch_items_of(conn, batch["id"])] == ["waiting"] * 6
+    fake_openai.content_pace = 0.0
+    assert settle(studio, conn)["done"] == 6  # the next run downloads the file again, whole, and stores each once
+    items = db.batch_items_of(conn, batch["id"])
+    assert [i["status"] for i in items] == ["done"] * 6 and len({i["result_path"] for i in items}) == 6
+    stored = sorted(p.name for p in (studio.settings.results_dir / str(batch["id"])).iterdir())
+    assert stored == sorted(os.path.basename(i["result_path"]) for i in items)  # no stray or second copies
+    assert not part.parent.exists()
+    assert ledger(conn, user) == [("economy", -batch["credits_per_item"])] * 6

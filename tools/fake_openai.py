@@ -192,6 +192,7 @@ Where the batches differ from OpenAI (on purpose, or where the docs are silent):
   1 MB. A file past its ``expires_at`` answers 404. ``fake.content_cutoff = 0.5`` serves batch
   output files cut off mid-line near that fraction with a matching Content-Length;
   ``fake.content_cutoff_drop = True`` instead promises the whole length and drops the connection.
+  ``fake.content_pace = 0.2`` sends a file 16 KB at a time, each after that wait: a slow download to kill.
 * Prices: a batch line's ``usage`` is the synchronous one; OpenAI bills batches at half price
   (``BATCH_DISCOUNT``), which nothing in the API shows: ``usage_cost(usage, batch=True)`` halves.
 
@@ -207,7 +208,8 @@ Python use::
     fake.batch_pace = {"validating": 0.1, "per_request": 0.05, "finalizing": 0.1, "cancelling": 0.1}
     fake.batch_line_faults = {"item-7": "server_error"}; fake.batch_expire_after_requests = 3
     fake.batch_window_seconds = 86400; fake.max_batch_lines = 50_000; fake.max_batch_file_bytes = 200 * 2**20
-    fake.content_cutoff = 0.5; fake.content_cutoff_drop = False; fake.batch_requests; fake.files_dir
+    fake.content_cutoff = 0.5; fake.content_cutoff_drop = False; fake.content_pace = 0.0
+    fake.batch_requests; fake.files_dir
     fake.reset(); fake.stop()
 
 Fault kinds (``fail_next`` and ``fault_rates``; they act after validation, before the rate limit
@@ -348,6 +350,7 @@ EXPIRED_LINE_ERROR = {"code": "batch_expired",
 CANCELLED_LINE_ERROR = {"code": "batch_cancelled",
                         "message": "This request was not executed because the batch was cancelled."}
 STREAM_CHUNK = 256 * 1024
+PACED_CHUNK = 16 * 1024  # a paced download's piece (fake.content_pace): many small pieces, each after a wait
 ID_ALPHABET = string.ascii_letters + string.digits
 BAD_GATEWAY_HTML = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
                     "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n"
@@ -952,6 +955,7 @@ class _Reply:
     stream: io.BufferedReader | None = None  # a file sent from disk instead of ``body``: ``length`` bytes of it
     length: int = 0
     advertised: int | None = None  # a Content-Length larger than ``length``: the connection drops after ``length``
+    pace: float = 0.0  # seconds to wait before each chunk of ``stream`` (a slow link, for tests that kill mid-way)
 
 
 @dataclass
@@ -1021,6 +1025,7 @@ class FakeOpenAI(ServedStandIn):
         self.max_batch_file_bytes = BATCH_MAX_FILE_BYTES
         self.content_cutoff: float | None = None
         self.content_cutoff_drop = False
+        self.content_pace = 0.0  # seconds before each STREAM_CHUNK of a file's content: a slow download
         self.batch_requests: list[dict] = []
         self._server = _Server((host, port), _Handler)
         self._server.fake = self
@@ -1089,6 +1094,7 @@ class FakeOpenAI(ServedStandIn):
             self.max_batch_file_bytes = BATCH_MAX_FILE_BYTES
             self.content_cutoff = None
             self.content_cutoff_drop = False
+            self.content_pace = 0.0
 
     def stop(self) -> None:
         """Stop serving (see ServedStandIn.stop), let the batch threads end and delete the files' folder."""
@@ -1476,7 +1482,7 @@ class FakeOpenAI(ServedStandIn):
         except FileNotFoundError:
             raise ApiError(404, f"No such File object: {file_id}", param="id") from None
         size = os.fstat(handle.fileno()).st_size
-        reply = _Reply(200, b"", "application/octet-stream", stream=handle, length=size)
+        reply = _Reply(200, b"", "application/octet-stream", stream=handle, length=size, pace=self.content_pace)
         cutoff = self.content_cutoff
         if cutoff is not None and record.purpose == "batch_output" and size > 1:
             reply.length = _cut_point(handle, size, cutoff)
@@ -1927,7 +1933,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             left = length  # a file from disk, a chunk at a time: memory stays flat however large it is
             while left > 0:
-                chunk = reply.stream.read(min(STREAM_CHUNK, left))
+                if reply.pace:
+                    time.sleep(reply.pace)
+                chunk = reply.stream.read(min(PACED_CHUNK if reply.pace else STREAM_CHUNK, left))
                 if not chunk:
                     break
                 self.wfile.write(chunk)
