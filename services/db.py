@@ -952,10 +952,11 @@ def batch_items_send(conn: Connection, item_ids: list[int], upstream_id: int) ->
                         "AND status = 'queued'", (upstream_id, *item_ids))
 
 
-def batch_items_unsend(conn: Connection, upstream_id: int) -> int:
-    """Put an upstream job's waiting items back in the queue (the job never started upstream); how many."""
+def batch_items_unsend(conn: Connection, upstream_id: int, item_ids: list[int] | None = None) -> int:
+    """Put an upstream job's waiting items (or some of them) back in the queue, not sent after all; how many."""
+    only = f" AND id IN ({', '.join('?' * len(item_ids))})" if item_ids else ""
     return conn.execute("UPDATE batch_items SET status = 'queued', upstream_id = NULL WHERE upstream_id = ? "
-                        "AND status = 'waiting'", (upstream_id,))
+                        "AND status = 'waiting'" + only, (upstream_id, *(item_ids or ())))
 
 
 def items_waiting_of(conn: Connection, upstream_id: int) -> list[dict]:

@@ -44,6 +44,7 @@ POLL_EVERY = 60  # seconds between two questions about one job
 BUILDING_TIMEOUT = 600  # a job still being built after this long lost its worker midway: its items go back
 ITEMS_PER_JOB = 1000  # a job's input stays far below OpenAI's 200 MB even with 32,000-character prompts
 OUTPUT_DAYS = 3  # how long OpenAI keeps a job's output file for us
+MAX_INPUT_BYTES = openai_batches.MAX_FILE_BYTES  # one job's input file at most (OpenAI's limit: 200 MB)
 _CUSTOM_ID = re.compile(r"^item:(\d+):(\d+)$")
 
 
@@ -79,7 +80,11 @@ def submit(conn: db.Connection, settings: Settings, catalog: Catalog, now: int) 
             f"item:{item['id']}:{item['charge']}",
             openai_images.request_body(**worker.call_fields(settings, model, batch, item))) for item in items)
         try:
-            [input_file] = openai_batches.write_inputs(folder(settings, upstream_id), lines)
+            input_file, *rest = openai_batches.write_inputs(folder(settings, upstream_id), lines,
+                                                            max_bytes=MAX_INPUT_BYTES)
+            if rest:  # past OpenAI's 200 MB (prompts near the longest, in a script that JSON escapes): the
+                # items that did not fit in the first file go back to the queue for the next job
+                items = _keep_first_file(conn, upstream_id, items, input_file, rest)
             file_id = openai_batches.upload(settings.openai_base_url, settings.openai_api_key, input_file)
             job = openai_batches.create(settings.openai_base_url, settings.openai_api_key, file_id,
                                         {"site_batch": str(batch["id"]), "job": str(upstream_id)},
@@ -96,6 +101,17 @@ def submit(conn: db.Connection, settings: Settings, catalog: Catalog, now: int) 
         log.info("economy: batch %s sent as job %s (%s, %d images)", batch["id"], upstream_id, job["id"], len(items))
         sent += len(items)
     return sent
+
+
+def _keep_first_file(conn: db.Connection, upstream_id: int, items: list[dict], first, rest) -> list[dict]:
+    """Send only the items of a job's first input file; the others are queued again (reservations kept)."""
+    kept = set(first.custom_ids)
+    back = [item["id"] for item in items if f"item:{item['id']}:{item['charge']}" not in kept]
+    with conn.transaction():
+        db.batch_items_unsend(conn, upstream_id, back)
+    for extra in rest:
+        extra.path.unlink(missing_ok=True)
+    return [item for item in items if f"item:{item['id']}:{item['charge']}" in kept]
 
 
 def requeue_abandoned(conn: db.Connection, now: int) -> int:

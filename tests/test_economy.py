@@ -227,3 +227,19 @@ def test_a_worker_process_killed_while_it_downloads_the_output_resumes_without_d
     assert stored == sorted(os.path.basename(i["result_path"]) for i in items)  # no stray or second copies
     assert not part.parent.exists()
     assert ledger(conn, user) == [("economy", -batch["credits_per_item"])] * 6
+
+
+def test_a_job_whose_input_would_pass_openais_file_limit_takes_what_fits_and_the_rest_follows(
+        studio, conn, fake_openai, monkeypatch):
+    user = make_subscriber(conn, balance=300)
+    # Long prompts in a script JSON keeps as it is: a limit of about 3 lines per file, as 200 MB is at scale.
+    prompt = "東京の夜景、雨に濡れた路地、ネオンの反射 " * 40
+    batch = economy_batch(conn, user, [f"{n} {prompt}" for n in range(7)])
+    monkeypatch.setattr(economy, "MAX_INPUT_BYTES", 3 * len(prompt.encode()) + 3 * 600)
+    sent = economy.tick(conn, studio.settings, studio.catalog)["sent"]
+    assert 0 < sent < 7
+    assert conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE status = 'queued'") == 7 - sent
+    totals = settle(studio, conn)
+    assert totals["done"] == 7 and conn.scalar("SELECT COUNT(*) AS n FROM upstream_batches") >= 3
+    assert all(job["total"] <= 3 for job in conn.all("SELECT total FROM upstream_batches"))
+    assert ledger(conn, user) == [("economy", -batch["credits_per_item"])] * 7  # each reserved once
