@@ -197,6 +197,8 @@ def results(path: Path) -> Iterator[Result]:
                 line = json.loads(raw)
             except ValueError:
                 continue
+            finally:
+                del raw  # a line of a 4K image is 20 MB: not kept while the next one is read
             if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
                 continue
             response = line.get("response") if isinstance(line.get("response"), dict) else {}
