@@ -14,7 +14,7 @@ if str(APP_ROOT) not in sys.path:  # Passenger and cron may start us from anothe
 
 import bottle  # noqa: E402
 
-from routes import api, auth, billing, errors, pages, static, studio, web  # noqa: E402
+from routes import api, auth, billing, demo_mail, errors, pages, static, studio, web  # noqa: E402
 from services import billing as billing_service  # noqa: E402
 from services import catalog as model_catalog  # noqa: E402
 from services import db, i18n, logs, oauth, stripe_setup, worker  # noqa: E402
@@ -44,6 +44,7 @@ def create_app(overrides: dict | None = None, settings: Settings | None = None) 
     billing.register(app)
     api.register(app)
     studio.register(app)
+    demo_mail.register(app)  # the demo's mailbox page; nothing outside the demo
     if settings.serve_static:
         static.register(app)
     errors.register(app)
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides, stops = {}, []
     if args.demo:
-        from tools.demo import start_stand_ins
+        from tools.demo import start_mailer, start_stand_ins
 
         base_url = f"http://{host}:{port}"
         overrides, stops = start_stand_ins(base_url)
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         client = billing_service.make_client(settings)
         app.billing["price_id"] = billing_service.setup_price(client, settings)
         app.billing["portal_configuration"] = stripe_setup.setup_portal(client, settings)
+        stops.insert(0, start_mailer(settings, database, app.translations))  # "email me when it is ready"
     if settings.worker_launch == "thread":
         worker.start_thread(settings, database, app.catalog)
     print(f"images-in-bulk {'demo ' if args.demo else ''}running at {settings.public_base_url}/ "

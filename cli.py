@@ -108,6 +108,16 @@ def cmd_worker(settings, max_seconds: float | None = None, once: bool = False, s
         print(f"worker: economy: {sent['sent']} sent, {sent['done']} done, {sent['failed']} failed")
     stats = worker.run(settings, database, catalog, max_seconds=max_seconds, once=once)
     print("worker: " + (", ".join(f"{count} {outcome}" for outcome, count in sorted(stats.items())) or "nothing to do"))
+    if settings.mail_enabled:  # "email me when it is ready": the batches that finished meanwhile
+        from services import i18n, notify
+
+        conn = database.connect()
+        try:
+            mailed = notify.send_due(conn, settings, i18n.load_translations())
+        finally:
+            conn.close()
+        if any(mailed.values()):
+            print(f"worker: mail: {mailed['sent']} sent, {mailed['retry']} to retry, {mailed['failed']} refused")
     return 0
 
 

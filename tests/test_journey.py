@@ -370,8 +370,8 @@ def test_an_economy_batch_waits_for_openai_then_ends_in_a_zip(page, site, fake_o
     page.check("input[name=quality][value='low']")
     page.click("#review-button")
     page.wait_for_url(base + "/generate/review")
-    assert "Economy · 4 credits" in page.text_content("#speed-economy")
-    assert "Now · 8 credits" in page.text_content("#speed-now")
+    assert "Económico · 4 créditos" in page.text_content("#speed-economy")  # the site's default language
+    assert "Ahora · 8 créditos" in page.text_content("#speed-now")
     assert page.locator("#test-button").count() == 0
     accessible(page)
     shot(page, "30-review-economy")
@@ -380,10 +380,10 @@ def test_an_economy_batch_waits_for_openai_then_ends_in_a_zip(page, site, fake_o
     page.wait_for_selector("#economy-banner")
     assert "at most 24 h" in page.text_content("#economy-banner")
     # The demo's worker sends the batch upstream within seconds; the page then shows OpenAI's counts.
-    page.wait_for_function("() => /OpenAI has made \\d+ of 4/.test(document.querySelector('#economy-progress')"
+    page.wait_for_function("() => /OpenAI lleva \\d+ de 4/.test(document.querySelector('#economy-progress')"
                            ".textContent)", timeout=TIMEOUT)
     page.reload()  # rendered while OpenAI works (6 s or more): each image says so
-    assert page.locator(".result-status", has_text="Waiting for OpenAI (economy)").count() == 4
+    assert page.locator(".result-status", has_text="Esperando a OpenAI (económico)").count() == 4
     accessible(page)
     shot(page, "31-batch-economy-waiting")
 

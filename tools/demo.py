@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
+from services import db, notify
+from services.config import ConfigError, Settings, load_settings
 from tools.fake_idp import FakeIdP
 from tools.fake_openai import FakeOpenAI
+from tools.fake_smtp import FakeSMTP
 from tools.fake_stripe import FakeStripe
+
+log = logging.getLogger(__name__)
 
 # The demo's OpenAI stand-in answers like a quick real call: about a second per image, 60 images a minute.
 DEMO_LATENCY = 1.0
 DEMO_IMAGES_PER_MINUTE = 60
+# The demo sends its "your batch is ready" emails this often (cron's minute is too slow to watch).
+DEMO_MAIL_EVERY = 2.0
+MAIL_SPOOL = "demo-mail"  # under VAR_DIR: the SMTP stand-in writes each message there, /demo/mail reads them
+
+
+def mail_spool(var_dir: Path) -> Path:
+    """The folder where the demo's SMTP stand-in keeps what it received, one .eml file per message."""
+    return Path(var_dir) / MAIL_SPOOL
 
 
 def provider_settings(idp: FakeIdP, clients: dict[str, tuple[str, str]]) -> dict[str, str]:
@@ -39,10 +55,17 @@ def openai_settings(fake: FakeOpenAI) -> dict[str, str]:
     return {"OPENAI_API_KEY": fake.api_key, "OPENAI_BASE_URL": f"{fake.base_url}/v1"}
 
 
-def start_stand_ins(base_url: str) -> tuple[dict[str, str], list[Callable[[], None]]]:
-    """Start the stand-ins for an app at base_url: the identity provider (as Google and Microsoft), Stripe, OpenAI.
+def smtp_settings(fake: FakeSMTP) -> dict[str, str]:
+    """App settings that send mail through the SMTP stand-in."""
+    return fake.app_settings()
 
-    Returns the setting overrides for the app and the functions that stop what was started.
+
+def start_stand_ins(base_url: str, var_dir: Path | None = None) -> tuple[dict[str, str], list[Callable[[], None]]]:
+    """Start the stand-ins for an app at base_url: the identity provider (Google, Microsoft), Stripe, OpenAI, SMTP.
+
+    The SMTP stand-in writes what it receives under `var_dir` (by default the VAR_DIR the demo's
+    settings name), where the demo's /demo/mail page reads it. Returns the setting overrides for
+    the app and the functions that stop what was started.
     """
     idp = FakeIdP()
     clients = {}
@@ -57,6 +80,43 @@ def start_stand_ins(base_url: str) -> tuple[dict[str, str], list[Callable[[], No
                              webhook_url=f"{base_url}/stripe/webhook").start()
     fake_openai = FakeOpenAI(api_key="sk-demo-" + secrets.token_hex(16), latency=DEMO_LATENCY,
                              images_per_minute=DEMO_IMAGES_PER_MINUTE).start()
+    var_dir = var_dir if var_dir is not None else _demo_var_dir()
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's line per SMTP command
+    fake_smtp = FakeSMTP(spool_dir=mail_spool(var_dir) if var_dir is not None else None).start()
     settings = {**provider_settings(idp, clients), **stripe_settings(fake_stripe), **openai_settings(fake_openai),
-                "IMAGES_PER_MINUTE": str(DEMO_IMAGES_PER_MINUTE)}
-    return settings, [idp.stop, fake_stripe.stop, fake_openai.stop]
+                **smtp_settings(fake_smtp), "IMAGES_PER_MINUTE": str(DEMO_IMAGES_PER_MINUTE)}
+    return settings, [idp.stop, fake_stripe.stop, fake_openai.stop, fake_smtp.stop]
+
+
+def _demo_var_dir() -> Path | None:
+    """The VAR_DIR the demo's settings will have (the stand-ins' settings do not change it); None if they are wrong."""
+    try:
+        return load_settings({"APP_MODE": "demo"}).var_dir
+    except ConfigError:  # the app reports the problem itself when it loads its settings, and stops
+        return None
+
+
+def start_mailer(settings: Settings, database: db.Database, translations: Mapping,
+                 every: float = DEMO_MAIL_EVERY) -> Callable[[], None]:
+    """The demo's cron for batch emails: notify.send_due() every `every` seconds in a thread; returns its stop."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                conn = database.connect()
+                try:
+                    notify.send_due(conn, settings, translations)
+                finally:
+                    conn.close()
+            except Exception:  # the demo's loop outlives a bad run, as cron outlives one
+                log.exception("demo mail run failed")
+
+    thread = threading.Thread(target=loop, name="demo-mailer", daemon=True)
+    thread.start()
+
+    def halt() -> None:
+        stop.set()
+        thread.join(timeout=10)
+
+    return halt

@@ -14,9 +14,14 @@ on a page of its own (`inbox()`). Knobs:
 * ``fail_next(code, stage)``: the next MAIL, RCPT or DATA gets that 4xx/5xx reply.
 * ``down()`` / ``up()``: stop listening (clients get "connection refused") and listen again on
   the same port, keeping what was received.
+* ``spool_dir``: also write each message there as an ``.eml`` file (the raw message after
+  Return-Path, Delivered-To and Received lines, as a mailbox stores it), named so that the names
+  sort by arrival; ``read_spool(folder)`` reads them back, newest first. The demo's page of
+  received mail reads this folder, so it works from any process that shares VAR_DIR.
 
 Run it alone with ``python tools/fake_smtp.py --port 8025 [--security starttls] [--user U
---password P]``: it prints the settings that point the app at it and every message it receives.
+--password P] [--spool DIR]``: it prints the settings that point the app at it and every message it
+receives.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import argparse
 import datetime as dt
 import email
 import email.policy
+import email.utils
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -118,7 +125,7 @@ class FakeSMTP:
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", security: str = "none",
                  user: str | None = None, password: str | None = None,
-                 on_message: Callable[[Received], None] | None = None):
+                 on_message: Callable[[Received], None] | None = None, spool_dir: Path | str | None = None):
         if security not in SECURITY:
             raise ValueError(f"security must be one of {', '.join(SECURITY)} (got {security!r})")
         if bool(user) != bool(password):
@@ -129,7 +136,9 @@ class FakeSMTP:
         self.user = user
         self.password = password
         self.on_message = on_message
+        self.spool_dir = Path(spool_dir) if spool_dir is not None else None
         self.messages: list[Received] = []
+        self._spooled = 0
         self.ca_file: Path | None = None
         self._lock = threading.Condition()
         self._refusals: list[tuple[str, int, str]] = []
@@ -266,6 +275,11 @@ class FakeSMTP:
                             message=email.message_from_bytes(raw, policy=email.policy.default),
                             received_at=dt.datetime.now(dt.UTC),
                             tls=self.security == "tls" or session.ssl is not None, login=login)
+        if self.spool_dir is not None:
+            try:
+                self._spool(received)
+            except OSError:  # a full or read-only disk must not break the server: the message is still kept
+                log.exception("could not write the message to %s", self.spool_dir)
         with self._lock:
             self.messages.append(received)
             self._lock.notify_all()
@@ -275,6 +289,24 @@ class FakeSMTP:
             except Exception:  # a printing callback must not break the server
                 log.exception("on_message failed")
         return received
+
+    def _spool(self, received: Received) -> Path:
+        """Write one message to the spool folder as an .eml file (whole or not at all); returns its path."""
+        protocol = "ESMTP" + ("S" if received.tls else "") + ("A" if received.login else "")
+        trace = [f"Return-Path: <{received.mail_from}>"]
+        trace += [f"Delivered-To: {rcpt}" for rcpt in received.rcpt_tos]
+        trace.append(f"Received: by {self.host} ({self.label}) with {protocol}; "
+                     f"{email.utils.format_datetime(received.received_at)}")
+        with self._lock:
+            self._spooled += 1
+            number = self._spooled
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{received.received_at:%Y%m%dT%H%M%S%f}-{os.getpid()}-{number:05d}.eml"
+        path = self.spool_dir / name
+        partial = self.spool_dir / f".{name}.tmp"
+        partial.write_bytes("\r\n".join(trace).encode("utf-8") + b"\r\n" + received.raw)
+        os.replace(partial, path)
+        return path
 
     def _handler(self):
         """The aiosmtpd handler: refusals on demand, login required when a user is set, every message kept."""
@@ -320,6 +352,31 @@ class _SocketController(Controller):
     def _create_server(self):
         """Serve on the bound socket (asyncio's server owns it and closes it on stop)."""
         return self.loop.create_server(self._factory_invoker, sock=self._sock, ssl=self.ssl_context)
+
+
+def read_spool(folder: Path | str, limit: int = 100) -> list[Received]:
+    """The messages a FakeSMTP wrote to `folder` (spool_dir), newest first, at most `limit`; none if it is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.eml"), key=lambda p: p.name, reverse=True)[:limit]:
+        try:
+            raw = path.read_bytes()
+        except OSError:  # deleted meanwhile
+            continue
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        trace = str(message.get("Received", ""))
+        try:
+            received_at = email.utils.parsedate_to_datetime(trace.rpartition(";")[2].strip())
+        except (TypeError, ValueError):
+            received_at = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+        protocol = trace.partition(" with ")[2].partition(";")[0].strip()
+        found.append(Received(mail_from=str(message.get("Return-Path", "")).strip("<>"),
+                              rcpt_tos=tuple(str(rcpt) for rcpt in message.get_all("Delivered-To", [])),
+                              raw=raw, message=message, received_at=received_at,
+                              tls=protocol.startswith("ESMTPS"), login=None))
+    return found
 
 
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
@@ -395,6 +452,7 @@ def parse_args(argv=None):
                         help="none, starttls (like port 587) or tls (like port 465)")
     parser.add_argument("--user", default=None, help="require AUTH with this user (with --password)")
     parser.add_argument("--password", default=None, help="the password AUTH must give")
+    parser.add_argument("--spool", default=None, metavar="DIR", help="also write each message to DIR as an .eml file")
     return parser.parse_args(argv)
 
 
@@ -412,7 +470,7 @@ def main(argv=None) -> int:
 
     try:
         fake = FakeSMTP(port=args.port, security=args.security, user=args.user, password=args.password,
-                        on_message=show).start()
+                        on_message=show, spool_dir=args.spool).start()
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"fake_smtp: {exc}", file=sys.stderr)
         return 2
