@@ -187,7 +187,30 @@ def cmd_prices(settings, margin: float = 1.0, since: int | None = None, write: s
     return 0
 
 
-COMMANDS = {"initdb": cmd_initdb, "cleanup": cmd_cleanup, "setup-stripe": cmd_setup_stripe, "worker": cmd_worker,
+def cmd_check_mail(settings, to: str | None = None) -> int:
+    """Send one test email with the SMTP settings, to check them before subscribers rely on them."""
+    from services import mail
+
+    if not settings.mail_enabled:
+        print("check-mail: mail is off (SMTP_HOST is not set): the review offers no email box", file=sys.stderr)
+        return 2
+    if not to:
+        print("check-mail: give the address to send the test to: python cli.py check-mail you@example.com",
+              file=sys.stderr)
+        return 2
+    message = mail.Message(to=to, subject="images-in-bulk: test email",
+                           text="This test email was sent by `python cli.py check-mail`: the SMTP settings work.\n")
+    try:
+        message_id = mail.send(settings, message)
+    except mail.MailError as exc:  # its text never holds the password
+        kind = "temporary (try again later)" if exc.temporary else "refused"
+        print(f"check-mail: not sent, {kind}: {exc}", file=sys.stderr)
+        return 1
+    print(f"check-mail: sent to {to} through {settings.smtp_host}:{settings.smtp_port} ({message_id})")
+    return 0
+
+
+COMMANDS = {"initdb": cmd_initdb, "check-mail": cmd_check_mail, "cleanup": cmd_cleanup, "setup-stripe": cmd_setup_stripe, "worker": cmd_worker,
             "models-check": cmd_models_check, "prices": cmd_prices}
 
 
@@ -195,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run one command; problems come out as one clear message."""
     parser = argparse.ArgumentParser(description="images-in-bulk maintenance commands.")
     parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("address", nargs="?", default=None, help="check-mail: the address to send the test to")
     parser.add_argument("--demo", action="store_true", help="act on the local demo's database")
     parser.add_argument("--max-seconds", type=float, default=None, help="worker: stop taking items after this long")
     parser.add_argument("--once", action="store_true", help="worker: do one item and stop")
@@ -223,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_setup_stripe(settings, args.check, args.replace_webhook)
         if args.command == "prices":
             return cmd_prices(settings, args.margin, args.since, args.write)
+        if args.command == "check-mail":
+            return cmd_check_mail(settings, args.address)
         return COMMANDS[args.command](settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)

@@ -342,3 +342,18 @@ def test_the_demo_mails_a_finished_batch_by_itself(database, conn, fake, tmp_pat
 def test_the_demo_mailbox_is_a_404_outside_the_demo(client):
     assert client.get("/demo/mail").status_code == 404
     assert 'href="/demo/mail"' not in client.get("/").text
+
+
+def test_check_mail_sends_one_test_message_or_says_why_not(fake, tmp_path, capsys):
+    settings = mail_settings(fake, tmp_path)
+    assert cli.cmd_check_mail(settings, "owner@example.com") == 0
+    [received] = settle(fake, 1)
+    assert received.as_dict()["to"] == "owner@example.com" and "check-mail" in received.as_dict()["text"]
+    assert "sent to owner@example.com" in capsys.readouterr().out
+    fake.down()
+    assert cli.cmd_check_mail(settings, "owner@example.com") == 1
+    assert "not sent, temporary" in capsys.readouterr().err
+    fake.up()
+    assert cli.cmd_check_mail(settings, None) == 2
+    assert cli.cmd_check_mail(mail_settings(None, tmp_path), "owner@example.com") == 2
+    assert "mail is off" in capsys.readouterr().err
