@@ -210,7 +210,8 @@ def cmd_check_mail(settings, to: str | None = None) -> int:
     return 0
 
 
-COMMANDS = {"initdb": cmd_initdb, "check-mail": cmd_check_mail, "cleanup": cmd_cleanup, "setup-stripe": cmd_setup_stripe, "worker": cmd_worker,
+COMMANDS = {"initdb": cmd_initdb, "check-mail": cmd_check_mail, "cleanup": cmd_cleanup,
+            "setup-stripe": cmd_setup_stripe, "worker": cmd_worker,
             "models-check": cmd_models_check, "prices": cmd_prices}
 
 

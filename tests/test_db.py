@@ -144,7 +144,8 @@ def test_schema_file_and_migrations_must_agree(db_url, tmp_path):
     database = db.Database(db_url)
     (tmp_path / "migrations" / database.engine).mkdir(parents=True)
     shutil.copy(db.SCHEMA_FILES[database.engine], tmp_path / "schema.sql")
-    (tmp_path / "migrations" / database.engine / "0009_later.sql").write_text("SELECT 1;", encoding="utf-8")
+    later = db.schema_file_version(database.engine) + 1
+    (tmp_path / "migrations" / database.engine / f"{later:04d}_later.sql").write_text("SELECT 1;", encoding="utf-8")
     with pytest.raises(db.SchemaError, match="but the last"):
         db.initdb(database, migrations_dir=tmp_path / "migrations", schema_file=tmp_path / "schema.sql")
 
@@ -186,3 +187,25 @@ def test_tls_is_off_for_local_mariadb_and_on_request_only_elsewhere():
     assert "ssl_disabled" not in db.Database("mysql://u:p@127.0.0.1:3306/x?ssl=on").params
     assert "ssl_disabled" not in db.Database("mysql://u:p@db.example.com:3306/x").params
     assert db.Database("mysql://u:p@db.example.com:3306/x?ssl=off").params["ssl_disabled"] is True
+
+
+def test_batches_made_before_version_9_get_english_for_their_email(db_url, tmp_path):
+    database = db.Database(db_url)
+    old_file = SCHEMAS / "v8" / db.SCHEMA_FILES[database.engine].name
+    db.initdb(database, migrations_dir=tmp_path / "none", schema_file=old_file)
+    conn = database.connect()
+    try:
+        user_id = db.user_insert(conn, "before 9", "b9@example.com", 1)
+        conn.execute("INSERT INTO batches (user_id, request_token, status, model, ratio, quality, image_format, "
+                     "width, height, style, prompt_separator, item_count, credits_per_item, notify_email, "
+                     "created_at, updated_at) VALUES (?, 't9', 'done', 'gpt-image-2', '1:1', 'low', 'png', 1024, "
+                     "1024, '', ', ', 1, 2, 1, 1, 1)", (user_id,))
+    finally:
+        conn.close()
+    assert db.initdb(database) == (8, 9)
+    conn = database.connect()
+    try:
+        row = conn.one("SELECT lang, notify_email, speed FROM batches WHERE request_token = 't9'")
+        assert row == {"lang": "en", "notify_email": 1, "speed": "now"}
+    finally:
+        conn.close()

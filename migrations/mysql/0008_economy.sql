@@ -1,9 +1,9 @@
 -- Version 8: economy batches. A batch's speed ('now', or 'economy': OpenAI's Batch API at half
 -- the price, within 24 hours), whether its owner wants an email when it is ready (and when it
--- was sent, in the language the batch was made in), each item's upstream job, and the upstream jobs themselves.
+-- was sent), each item's upstream job, and the upstream jobs themselves.
 
 ALTER TABLE batches ADD COLUMN speed VARCHAR(8) NOT NULL DEFAULT 'now', ADD COLUMN notify_email SMALLINT NOT NULL DEFAULT 0,
-  ADD COLUMN notified_at BIGINT NULL, ADD COLUMN lang VARCHAR(8) NOT NULL DEFAULT 'en';
+  ADD COLUMN notified_at BIGINT NULL;
 
 ALTER TABLE batch_items ADD COLUMN upstream_id BIGINT NULL;
 

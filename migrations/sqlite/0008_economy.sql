@@ -6,8 +6,6 @@ ALTER TABLE batches ADD COLUMN notify_email INTEGER NOT NULL DEFAULT 0;
 
 ALTER TABLE batches ADD COLUMN notified_at INTEGER NULL;
 
-ALTER TABLE batches ADD COLUMN lang TEXT NOT NULL DEFAULT 'en';
-
 ALTER TABLE batch_items ADD COLUMN upstream_id INTEGER NULL;
 
 CREATE TABLE IF NOT EXISTS upstream_batches (
