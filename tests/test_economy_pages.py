@@ -180,3 +180,21 @@ def test_the_api_takes_a_speed(studio, conn):
     wrong = client.post("/api/batches", json={**ECONOMY, "speed": "tomorrow", "request_token": "api-2"},
                         headers={"X-CSRF-Token": token})
     assert wrong.status_code == 422 and wrong.json["error"]["code"] == "unknown_speed"
+
+
+def test_an_economy_batch_emails_its_owner_once_when_everything_has_settled(mail_studio, conn, fake_openai, smtp):
+    from services import i18n, notify
+
+    _user, client, token = sign_in(mail_studio, conn, lang="es")
+    batch_id = start(client, review(client, token), notify="1")
+    translations = i18n.load_translations()
+    economy.tick(conn, mail_studio.settings, mail_studio.catalog)
+    assert notify.send_due(conn, mail_studio.settings, translations)["sent"] == 0  # still at OpenAI: nothing yet
+    settle(mail_studio, conn)
+    assert notify.send_due(conn, mail_studio.settings, translations)["sent"] == 1
+    assert notify.send_due(conn, mail_studio.settings, translations)["sent"] == 0  # never twice
+    [received] = smtp.wait_for(1)
+    email = received.as_dict()
+    assert email["to"] == "ana@example.com" and email["subject"] == f"Tu lote {batch_id} está listo"
+    assert "4 imágenes están listas." in email["text"] and f"/batches/{batch_id}" in email["text"]
+    assert "a red fox" not in email["text"] and "fox" not in email["text"]  # no prompt, no file name
