@@ -1,5 +1,5 @@
 -- images-in-bulk: the MariaDB schema (the production truth). Run it with `python cli.py initdb`.
--- schema-version: 9
+-- schema-version: 10
 --
 -- Its SQLite twin is schema.sqlite.sql; tests/test_schema.py keeps the two in step.
 -- Times are Unix seconds. Changes after version 1 come as numbered files in migrations/.
@@ -19,6 +19,8 @@ CREATE TABLE IF NOT EXISTS users (
   stripe_customer_id VARCHAR(255) NULL,
   billing_hold VARCHAR(32) NULL,
   library_key VARCHAR(43) NULL,
+  blocked_at BIGINT NULL,
+  blocked_reason VARCHAR(500) NULL,
   UNIQUE KEY uq_users_stripe_customer (stripe_customer_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
@@ -33,6 +35,7 @@ CREATE TABLE IF NOT EXISTS identities (
   display_name VARCHAR(200) NOT NULL DEFAULT '',
   created_at BIGINT NOT NULL,
   last_login_at BIGINT NOT NULL,
+  email_verified SMALLINT NOT NULL DEFAULT 0,
   UNIQUE KEY uq_identities_subject (provider, issuer, subject),
   KEY ix_identities_user (user_id),
   CONSTRAINT fk_identities_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
@@ -198,6 +201,7 @@ CREATE TABLE IF NOT EXISTS batch_items (
   finished_at BIGINT NULL,
   UNIQUE KEY uq_batch_items_position (batch_id, position),
   KEY ix_batch_items_status (status, lease_until),
+  KEY ix_batch_items_finished (finished_at),
   CONSTRAINT fk_batch_items_batch FOREIGN KEY (batch_id) REFERENCES batches (id) ON DELETE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
@@ -230,4 +234,34 @@ CREATE TABLE IF NOT EXISTS upstream_calls (
   id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
   started_ms BIGINT NOT NULL,
   KEY ix_upstream_calls_started (started_ms)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- The owner's console: paid invoices (the revenue) and the owner's actions.
+CREATE TABLE IF NOT EXISTS invoices (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  stripe_invoice_id VARCHAR(100) NOT NULL,
+  user_id BIGINT NOT NULL,
+  amount_paid BIGINT NOT NULL DEFAULT 0,
+  amount_refunded BIGINT NOT NULL DEFAULT 0,
+  currency VARCHAR(3) NOT NULL,
+  paid_at BIGINT NOT NULL,
+  refunded_at BIGINT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  UNIQUE KEY uq_invoices_stripe (stripe_invoice_id),
+  KEY ix_invoices_paid (paid_at),
+  KEY ix_invoices_user (user_id),
+  CONSTRAINT fk_invoices_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS admin_audit (
+  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  admin_user_id BIGINT NOT NULL,
+  action VARCHAR(32) NOT NULL,
+  target_user_id BIGINT NULL,
+  reason VARCHAR(500) NOT NULL,
+  detail VARCHAR(1000) NOT NULL DEFAULT '',
+  created_at BIGINT NOT NULL,
+  KEY ix_admin_audit_target (target_user_id, id),
+  KEY ix_admin_audit_created (created_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

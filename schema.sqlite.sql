@@ -1,5 +1,5 @@
 -- images-in-bulk: the SQLite twin of schema.sql (the embedded default and the local demo).
--- schema-version: 9
+-- schema-version: 10
 --
 -- Keep it in step with schema.sql: same tables, columns, nullability and unique keys
 -- (tests/test_schema.py compares them). Times are Unix seconds.
@@ -17,7 +17,9 @@ CREATE TABLE IF NOT EXISTS users (
   last_login_at INTEGER NOT NULL,
   stripe_customer_id TEXT NULL UNIQUE,
   billing_hold TEXT NULL,
-  library_key TEXT NULL
+  library_key TEXT NULL,
+  blocked_at INTEGER NULL,
+  blocked_reason TEXT NULL
 );
 
 CREATE TABLE IF NOT EXISTS identities (
@@ -30,6 +32,7 @@ CREATE TABLE IF NOT EXISTS identities (
   display_name TEXT NOT NULL DEFAULT '',
   created_at INTEGER NOT NULL,
   last_login_at INTEGER NOT NULL,
+  email_verified INTEGER NOT NULL DEFAULT 0,
   UNIQUE (provider, issuer, subject)
 );
 CREATE INDEX IF NOT EXISTS ix_identities_user ON identities (user_id);
@@ -182,6 +185,7 @@ CREATE TABLE IF NOT EXISTS batch_items (
   UNIQUE (batch_id, position)
 );
 CREATE INDEX IF NOT EXISTS ix_batch_items_status ON batch_items (status, lease_until);
+CREATE INDEX IF NOT EXISTS ix_batch_items_finished ON batch_items (finished_at);
 
 CREATE TABLE IF NOT EXISTS upstream_batches (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -212,3 +216,35 @@ CREATE TABLE IF NOT EXISTS upstream_calls (
   started_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ix_upstream_calls_started ON upstream_calls (started_ms);
+
+-- The owner's console: paid invoices (the revenue) and the owner's actions.
+CREATE TABLE IF NOT EXISTS invoices (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  stripe_invoice_id TEXT NOT NULL UNIQUE,
+  user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  amount_paid INTEGER NOT NULL DEFAULT 0,
+  amount_refunded INTEGER NOT NULL DEFAULT 0,
+  currency TEXT NOT NULL,
+  paid_at INTEGER NOT NULL,
+  refunded_at INTEGER NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS ix_invoices_paid ON invoices (paid_at);
+
+CREATE INDEX IF NOT EXISTS ix_invoices_user ON invoices (user_id);
+
+CREATE TABLE IF NOT EXISTS admin_audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  admin_user_id INTEGER NOT NULL,
+  action TEXT NOT NULL,
+  target_user_id INTEGER NULL,
+  reason TEXT NOT NULL,
+  detail TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS ix_admin_audit_target ON admin_audit (target_user_id, id);
+
+CREATE INDEX IF NOT EXISTS ix_admin_audit_created ON admin_audit (created_at);
