@@ -3,7 +3,8 @@
 A flow's state, nonce and PKCE verifier live in `auth_flows`, bound to the visitor's
 pre-login session, for ten minutes, and are deleted when the callback uses them (before the
 code is exchanged, so a flow can never be used twice). Users are keyed by (provider,
-issuer, subject) and never merged by email: Microsoft does not verify the email claim.
+issuer, subject) and never merged by email: Microsoft does not verify the email claim. Each
+identity keeps whether its provider vouched for its email at the latest sign-in (email_verified).
 """
 
 from __future__ import annotations
@@ -117,11 +118,13 @@ def _user_for(conn: db.Connection, provider: Provider, identity: oauth.Identity,
         user_id = found["user_id"]
     else:
         user_id = db.user_insert(conn, identity.name, identity.email, now)
+    # Whether the provider vouches for the email is set at every sign-in: it can stop vouching (services/oauth.py).
     if found is None:
         db.identity_insert(conn, user_id, provider.name, identity.issuer, identity.subject, identity.email,
-                           identity.name, now)
+                           identity.name, now, email_verified=identity.email_verified)
     else:
-        db.identity_touch(conn, found["id"], identity.email, identity.name, now)
+        db.identity_touch(conn, found["id"], identity.email, identity.name, now,
+                          email_verified=identity.email_verified)
     current = db.user_get(conn, user_id)
     db.user_update_profile(conn, user_id, identity.name or current["display_name"],
                            identity.email or current["email"], now)

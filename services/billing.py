@@ -6,6 +6,13 @@ again from the API and stored as it is now. Each applied event's id is stored in
 transaction as its effects, so a replay changes nothing; credits are granted once per paid
 invoice (the ledger's reference is the invoice id), whether the webhook or the success page
 gets there first.
+
+Every paid invoice with money in it is also kept in `invoices` (amount paid, currency, when),
+once, wherever the app learns of it: invoice.paid of any billing reason, checkout.session.completed
+and the success page. An invoice of 0 (a trial's) is not kept: no money, and no charge to refund.
+A refund sets the invoice's amount refunded to its charge's total refunded, read from the API (so
+a replay or an older partial refund's late event never adds to it); when the refund arrives before
+the invoice was kept, the invoice is read from the API and kept first.
 """
 
 from __future__ import annotations
@@ -306,9 +313,10 @@ def _fetch_subscription(client: stripe.StripeClient, settings: Settings, subscri
 
 
 def _invoice_subscription_id(invoice: dict) -> str | None:
-    """The subscription an invoice bills: under parent.subscription_details since API version basil."""
+    """The subscription an invoice bills: under parent.subscription_details since API version basil (at the top
+    before it)."""
     details = (invoice.get("parent") or {}).get("subscription_details") or {}
-    return _id(details.get("subscription"))
+    return _id(details.get("subscription")) or _id(invoice.get("subscription"))
 
 
 def _user_for(conn: db.Connection, fields: dict) -> int | None:
@@ -360,8 +368,61 @@ def _grant_for_invoice(conn: db.Connection, settings: Settings, user_id: int, in
     return credits.grant_period(conn, user_id, settings.plan_credits, invoice["id"], _invoice_period_start(invoice))
 
 
+def _count(value) -> int | None:
+    """A whole number of at least 0 from a payload (an amount or a time), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _paid_invoice_fields(invoice: dict, now: int) -> tuple[int, str, int] | None:
+    """(amount paid, currency, paid at) of a paid invoice with money in it, else None: paid_at is the invoice's
+    status_transitions.paid_at (the same field in every API version), else now."""
+    if not isinstance(invoice, dict) or invoice.get("status") != "paid":
+        return None
+    amount, currency = _count(invoice.get("amount_paid")), invoice.get("currency")
+    if not amount:
+        return None
+    if not (isinstance(currency, str) and len(currency) == 3 and currency.isascii() and currency.isalpha()):
+        log.error("invoice %s has no usable currency (%r): not kept among the invoices", invoice.get("id"),
+                  str(currency)[:20])
+        return None
+    paid_at = _count((invoice.get("status_transitions") or {}).get("paid_at")) or now
+    return amount, currency.lower(), paid_at
+
+
+def _record_invoice(conn: db.Connection, user_id: int, invoice, now: int) -> bool:
+    """Keep a paid invoice (amount, currency, when) once; an unpaid or 0 one is not kept. True if this added it."""
+    fields = _paid_invoice_fields(invoice, now)
+    if fields is None:
+        if invoice.get("status") == "paid":
+            log.info("invoice %s of user %s was paid with no money (%s): not kept among the invoices",
+                     invoice.get("id"), user_id, invoice.get("amount_paid"))
+        return False
+    return db.invoice_record(conn, invoice["id"], user_id, *fields, now)
+
+
+def _record_refund(conn: db.Connection, user_id: int, charge: dict, invoice: dict | None, now: int) -> None:
+    """Set the refunded amount of the invoice a refunded charge paid (its total refunded, never added to); when the
+    invoice is not kept yet (the refund came first), keep it first from the API's answer."""
+    refunded = _count(charge.get("amount_refunded"))
+    if invoice is None or refunded is None:
+        log.info("charge %s of user %s refunded (%s) paid no invoice the app can read: no invoice changed",
+                 charge.get("id"), user_id, charge.get("amount_refunded"))
+        return
+    if db.invoice_get(conn, invoice["id"]) is None and _record_invoice(conn, user_id, invoice, now):
+        log.info("invoice %s of user %s kept on its refund (its paid event had not been applied)", invoice["id"],
+                 user_id)
+    if db.invoice_refund(conn, invoice["id"], refunded, now):
+        log.info("invoice %s of user %s: %s refunded in all", invoice["id"], user_id, refunded)
+    elif db.invoice_get(conn, invoice["id"]) is None:
+        log.warning("charge %s of user %s refunded, but its invoice %s is not kept (not paid, or paid 0): no "
+                    "invoice changed", charge.get("id"), user_id, invoice["id"])
+
+
 def _charge_invoice(client: stripe.StripeClient, charge: dict) -> str | None:
-    """The invoice a charge paid: through its PaymentIntent's invoice payment (a Charge has no invoice since basil)."""
+    """The invoice a charge paid: through its PaymentIntent's invoice payment (a Charge has no invoice since basil;
+    one read in an older version names it)."""
+    if _id(charge.get("invoice")):
+        return _id(charge["invoice"])
     payment_intent = _id(charge.get("payment_intent"))
     if payment_intent is None:
         return None
@@ -492,6 +553,7 @@ def _subscription_reader(client: stripe.StripeClient, settings: Settings, subscr
         if user_id is None:
             return "ignored" if fields else None
         if invoice is not None and _invoice_subscription_id(invoice) == fields["id"]:
+            _record_invoice(conn, user_id, invoice, now)
             _grant_for_invoice(conn, settings, user_id, invoice)
         return None
 
@@ -506,7 +568,25 @@ def _read_subscription(client: stripe.StripeClient, settings: Settings, event: _
 def _read_invoice(client: stripe.StripeClient, settings: Settings, event: _Event):
     """invoice.paid / invoice.payment_failed: the invoice now (paid or not) and the subscription it bills."""
     invoice = _read("invoice", lambda: client.v1.invoices.retrieve(event.object_id))
-    return _subscription_reader(client, settings, _invoice_subscription_id(invoice), invoice=invoice)
+    subscription_id = _invoice_subscription_id(invoice)
+    if subscription_id is None:
+        return _lone_invoice_applier(invoice)
+    return _subscription_reader(client, settings, subscription_id, invoice=invoice)
+
+
+def _lone_invoice_applier(invoice: dict):
+    """An invoice that bills no subscription (a one-off): kept if paid, for the user of its customer."""
+
+    def apply(conn: db.Connection, now: int) -> str | None:
+        customer = _id(invoice.get("customer"))
+        user = db.user_by_stripe_customer(conn, customer) if customer else None
+        if user is None:
+            log.warning("invoice %s bills no subscription and belongs to no known user; ignored", invoice.get("id"))
+            return "ignored"
+        _record_invoice(conn, user["id"], invoice, now)
+        return None
+
+    return apply
 
 
 def _read_charge(client: stripe.StripeClient, settings: Settings, event: _Event):
@@ -521,6 +601,12 @@ def _read_charge(client: stripe.StripeClient, settings: Settings, event: _Event)
     charge = _read("charge", lambda: client.v1.charges.retrieve(charge_id))
     invoice_id = _charge_invoice(client, charge)
     customer = _id(charge.get("customer"))
+    invoice = None
+    if dispute is None and invoice_id:
+        try:  # the invoice a refund is recorded on; one that is gone only leaves the invoices table unchanged
+            invoice = _read("invoice", lambda: client.v1.invoices.retrieve(invoice_id))
+        except ObjectGone:
+            invoice = None
 
     def apply(conn: db.Connection, now: int) -> str | None:
         user = db.user_by_stripe_customer(conn, customer) if customer else None
@@ -529,6 +615,7 @@ def _read_charge(client: stripe.StripeClient, settings: Settings, event: _Event)
                         charge_id)
             return "ignored"
         if dispute is None:
+            _record_refund(conn, user["id"], charge, invoice, now)
             return _apply_refund(conn, user["id"], charge, invoice_id, now)
         return _apply_dispute(conn, user["id"], dispute, charge_id, invoice_id, event.kind, now)
 

@@ -6,6 +6,18 @@ claims are read without checking its signature (OpenID Connect Core 3.1.3.7, poi
 every claim that matters is checked: iss exactly, aud, azp, exp, iat and the nonce. An `iss`
 in the authorization response must be the provider's (RFC 9207), and a userinfo answer is
 used only when its `sub` is the ID token's (OpenID Connect Core 5.3.2).
+
+Whether the provider vouched for the email (Identity.email_verified), decided at every sign-in:
+Google: its `email_verified` is true (JSON true or the string "true"), read from wherever the email
+came from (the ID token, else userinfo). Microsoft: the `email` claim "isn't guaranteed to be correct
+and is mutable over time" (Microsoft's ID token claims reference), and so is `preferred_username`; it
+counts as verified only for a personal account (`tid` is the consumers tenant) whose ID token carries
+the optional claim `xms_edov` = true, which Microsoft defines as "whether the user's email domain owner
+has been verified", counting an email "from a Microsoft account (MSA)" as verified, and sends only with
+the `email` claim (learn.microsoft.com/entra/identity-platform/optional-claims-reference and
+.../migrate-off-email-claim-authorization). The app registration must ask for `xms_edov` (Token
+configuration, ID token); without it no Microsoft email is verified. An email taken from
+`preferred_username` or from Microsoft's userinfo never is.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ import requests
 from oauthlib.oauth2 import OAuth2Error
 from requests_oauthlib import OAuth2Session
 
-from services.config import Provider
+from services.config import MICROSOFT_CONSUMERS_TENANT_ID, Provider
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +85,7 @@ class Identity:
     subject: str
     name: str
     email: str
+    email_verified: bool = False  # the provider vouched for `email` at this sign-in (see the module docstring)
 
 
 def allow_plain_http_for_stand_ins() -> None:
@@ -243,12 +256,31 @@ def identify(provider: Provider, redirect_uri: str, code: str, verifier: str, no
     claims = read_claims(token["id_token"])
     check_claims(provider, claims, nonce, now)
     name, email = claims.get("name") or "", claims.get("email") or ""
+    verified = bool(email) and id_token_email_verified(provider.name, claims)
     if (not name or not email) and token.get("access_token"):
         extra = userinfo(provider, token["access_token"], claims["sub"])
         name = name or extra.get("name") or ""
-        email = email or extra.get("email") or ""
-    email = email or claims.get("preferred_username") or ""
+        if not email:
+            email = extra.get("email") or ""
+            # Google's userinfo carries email_verified; Microsoft's (Graph) has no xms_edov, so never verified.
+            verified = bool(email) and provider.name == "google" and claim_is_true(extra.get("email_verified"))
+    email = email or claims.get("preferred_username") or ""  # a sign-in name, never a verified email
     # One spelling per provider as the key (Google sends "accounts.google.com" with or without
     # https://); a tenant-specific Microsoft issuer stays as it came.
     issuer = claims["iss"] if "{tenantid}" in provider.issuers[0] else provider.issuers[0]
-    return Identity(issuer=issuer, subject=claims["sub"], name=str(name)[:200], email=str(email)[:320])
+    return Identity(issuer=issuer, subject=claims["sub"], name=str(name)[:200], email=str(email)[:320],
+                    email_verified=bool(verified and isinstance(email, str) and 0 < len(email.strip()) <= 320))
+
+
+def claim_is_true(value) -> bool:
+    """A boolean claim's value is true: JSON true, or the string "true" (any case) as some endpoints send it."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def id_token_email_verified(provider_name: str, claims: dict) -> bool:
+    """Whether an ID token's `email` is one the provider vouches for (the rules in the module docstring)."""
+    if provider_name == "google":
+        return claim_is_true(claims.get("email_verified"))
+    if provider_name == "microsoft":
+        return claims.get("tid") == MICROSOFT_CONSUMERS_TENANT_ID and claim_is_true(claims.get("xms_edov"))
+    return False

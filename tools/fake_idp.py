@@ -53,7 +53,10 @@ OfficeDev/microsoft-365-agents-toolkit#8621, davidjrh/dnn.azureadprovider#17):
   "2.0", iss, sub, aud, exp, iat, nbf, name, preferred_username, oid (personal accounts look
   like ``00000000-0000-0000-xxxx-xxxxxxxxxxxx``), email, tid
   ``9188040d-6c67-4c5b-b112-36a304b66dad``, nonce, aio; name/preferred_username need
-  ``profile``, email needs ``email``.
+  ``profile``, email needs ``email``. A Microsoft realm made with ``optional_claims=("xms_edov",)``
+  (an app registration that asks for that optional ID token claim) adds ``xms_edov`` (JSON boolean:
+  "whether the user's email domain owner has been verified", the account's ``email_verified``), and,
+  as Microsoft's optional claims reference says, only when the token carries ``email``.
 * UserInfo (Google's openidconnect.googleapis.com/v1/userinfo, Microsoft's
   graph.microsoft.com/oidc/userinfo): ``Authorization: Bearer`` access token; sub, name,
   given_name, family_name, picture, email (Google also email_verified); a missing or bad
@@ -70,6 +73,7 @@ Python use::
 
     idp = FakeIdP(port=0, clock=time.time)          # clock: a callable, so tests can move time
     idp.add_realm("google", style="google").add_realm("microsoft", style="microsoft")
+    # or add_realm("microsoft", style="microsoft", optional_claims=("xms_edov",)): the optional claim
     idp.add_client("google", client_id="gid", client_secret="gsecret", redirect_uris=[callback_url])
     idp.with_demo_accounts()                        # or add_account(realm, sub=..., name=..., email=...)
     idp.start(); ...; idp.stop()
@@ -125,6 +129,8 @@ VERIFIER_RE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 REALM_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DISPLAY = {"google": "Google (stand-in)", "microsoft": "Microsoft (stand-in)"}
+# The optional ID token claims an app registration can ask each style for (Microsoft's optional claims).
+OPTIONAL_CLAIMS = {"google": (), "microsoft": ("xms_edov",)}
 
 
 def b64url(data: bytes) -> str:
@@ -158,7 +164,7 @@ class Account:
     sub: str
     name: str
     email: str
-    email_verified: bool = True
+    email_verified: bool = True  # Google's email_verified; Microsoft's xms_edov when the realm asks for it
     given_name: str = ""
     family_name: str = ""
     picture: str = ""
@@ -188,6 +194,7 @@ class Realm:
     tamper_userinfo: dict = field(default_factory=dict)
     omit: set = field(default_factory=set)
     fail_status: int | None = None
+    optional_claims: tuple = ()
 
 
 @dataclass
@@ -275,17 +282,21 @@ class FakeIdP(ServedStandIn):
 
     # ----- configuration -------------------------------------------------------------------------
 
-    def add_realm(self, name: str, style: str | None = None, issuer: str | None = None) -> FakeIdP:
-        """Add a provider under ``/<name>``; ``style`` is "google" or "microsoft" (default: the name)."""
+    def add_realm(self, name: str, style: str | None = None, issuer: str | None = None,
+                  optional_claims=()) -> FakeIdP:
+        """Add a provider under ``/<name>`` in a style (google, microsoft), asking for optional claims (xms_edov)."""
         style = style or name
         if style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}, not {style!r}")
         if not REALM_NAME_RE.match(name):
             raise ValueError(f"bad realm name {name!r}")
+        unknown = [claim for claim in optional_claims if claim not in OPTIONAL_CLAIMS[style]]
+        if unknown:
+            raise ValueError(f"a {style} realm has no optional claim {unknown[0]!r}")
         with self._lock:
             if name in self._realms:
                 raise ValueError(f"realm {name!r} already exists")
-            self._realms[name] = Realm(name=name, style=style, issuer=issuer)
+            self._realms[name] = Realm(name=name, style=style, issuer=issuer, optional_claims=tuple(optional_claims))
         return self
 
     def add_client(self, realm: str, client_id: str, client_secret: str, redirect_uris) -> FakeIdP:
@@ -791,6 +802,8 @@ class _Handler(BaseHTTPRequestHandler):
             claims = _id_token_claims(idp, realm, client_id, account, record, access_token, int(now))
             for name in realm.omit:
                 claims.pop(name, None)
+            if "email" not in claims:  # Microsoft sends xms_edov only with the email claim
+                claims.pop("xms_edov", None)
             for name, value in realm.tamper.items():
                 if value is None:
                     claims.pop(name, None)
@@ -897,6 +910,8 @@ def _id_token_claims(idp: FakeIdP, realm: Realm, client_id: str, account: Accoun
         claims["oid"] = _oid(account.sub)
         if "email" in scope:
             claims["email"] = account.email
+            if "xms_edov" in realm.optional_claims:  # "the presence of the email claim is required"
+                claims["xms_edov"] = account.email_verified
         claims["tid"] = MSA_TENANT_ID
         if record.nonce is not None:
             claims["nonce"] = record.nonce
