@@ -14,7 +14,7 @@ if str(APP_ROOT) not in sys.path:  # Passenger and cron may start us from anothe
 
 import bottle  # noqa: E402
 
-from routes import api, auth, billing, demo_mail, errors, pages, static, studio, web  # noqa: E402
+from routes import admin, api, auth, billing, demo_mail, errors, pages, static, studio, web  # noqa: E402
 from services import billing as billing_service  # noqa: E402
 from services import catalog as model_catalog  # noqa: E402
 from services import db, i18n, logs, oauth, stripe_setup, worker  # noqa: E402
@@ -44,6 +44,7 @@ def create_app(overrides: dict | None = None, settings: Settings | None = None) 
     billing.register(app)
     api.register(app)
     studio.register(app)
+    admin.register(app)
     demo_mail.register(app)  # the demo's mailbox page; nothing outside the demo
     if settings.serve_static:
         static.register(app)

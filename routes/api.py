@@ -20,6 +20,7 @@ _ = web._
 MESSAGES = {
     "sign_in": _("Sign in first."),
     "no_plan": _("Your plan does not allow new batches right now: subscribe, or update your payment."),
+    "blocked": _("Your account is blocked: new batches are not possible. Write to us if you think this is a mistake."),
     "not_found": _("There is no such batch."),
     "not_ready": _("This image is not ready yet."),
     "gone": _("This image has already been collected or has expired."),
@@ -134,8 +135,9 @@ def register(app: web.App) -> None:
         return user
 
     def may_generate():
-        if not web.plan().can_generate:
-            raise fail(403, "no_plan")
+        found = web.plan()
+        if not found.can_generate:
+            raise fail(403, "blocked" if found.state == "blocked" else "no_plan")
 
     def batch_call(action):
         try:

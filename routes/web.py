@@ -16,9 +16,11 @@ import logging
 import secrets
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import babel.dates
+import babel.numbers
 import bottle
 import jinja2
 
@@ -151,8 +153,14 @@ def make_templates(translations: dict) -> jinja2.Environment:
         moment = datetime.datetime.fromtimestamp(int(timestamp), tz=datetime.UTC)
         return babel.dates.format_date(moment.date(), format="long", locale=context["lang"])
 
+    @jinja2.pass_context
+    def money(context, cents, currency="USD"):
+        """An amount in cents in the page's language (e.g. US$1,234.56 or 1.234,56 US$)."""
+        return babel.numbers.format_currency(Decimal(cents) / 100, currency.upper(), locale=context["lang"])
+
     env.install_gettext_callables(gettext, ngettext, newstyle=True)
     env.filters["day"] = day
+    env.filters["money"] = money
     return env
 
 
@@ -255,9 +263,24 @@ def subscription() -> dict | None:
 
 
 def plan() -> billing.Access | None:
-    """What the signed-in user's plan allows now, or None for a visitor who is not signed in."""
+    """What the signed-in user's plan allows now, or None for a visitor who is not signed in (blocked: nothing)."""
     user = current_user()
-    return billing.access(subscription(), now(), hold=user.get("billing_hold")) if user else None
+    if user is None:
+        return None
+    found = billing.access(subscription(), now(), hold=user.get("billing_hold"))
+    if user.get("blocked_at"):  # the owner blocked the account: no new batch whatever the plan
+        return billing.Access("blocked", False, found.period_end)
+    return found
+
+
+def is_owner() -> bool:
+    """True when the signed-in user may open the owner's console (read once per request)."""
+    environ = bottle.request.environ
+    if "iib.owner" not in environ:
+        from services import admin
+
+        environ["iib.owner"] = admin.is_owner(conn(), app().settings, current_user())
+    return environ["iib.owner"]
 
 
 def library_key() -> str | None:
@@ -295,6 +318,7 @@ def render(template: str, **context) -> str:
         "plan": plan() if user else None,
         "csrf_token": csrf_token,
         "library_key": library_key,
+        "is_owner": is_owner,
         "settings": app().settings,
         "price_facts": app().catalog.price_facts(datetime.date.today()),
     }

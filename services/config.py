@@ -101,6 +101,10 @@ class Settings:
     smtp_security: str = "starttls"
     smtp_ca_file: str = ""
     smtp_timeout: int = 20
+    # The owner's console: who may open /admin, and Stripe's fees as the owner's account pays them.
+    admin_emails: tuple[str, ...] = ()
+    stripe_fee_percent: str = "2.9"
+    stripe_fee_fixed_cents: int = 30
 
     @property
     def results_dir(self) -> Path:
@@ -191,6 +195,9 @@ _SPEC: dict[str, tuple[object, str]] = {
     "SMTP_SECURITY": ("starttls", "smtp_security"),
     "SMTP_CA_FILE": ("", "file"),
     "SMTP_TIMEOUT": ("20", "positive_int"),
+    "ADMIN_EMAILS": ("", "emails"),
+    "STRIPE_FEE_PERCENT": ("2.9", "percent"),
+    "STRIPE_FEE_FIXED_CENTS": ("30", "whole_number"),
 }
 
 SETTING_NAMES = tuple(_SPEC)
@@ -375,6 +382,9 @@ def load_settings(overrides: dict | None = None, environ: dict | None = None,
         smtp_security=values["SMTP_SECURITY"].lower(),
         smtp_ca_file=str(_app_path(values["SMTP_CA_FILE"])) if values["SMTP_CA_FILE"] else "",
         smtp_timeout=int(values["SMTP_TIMEOUT"]),
+        admin_emails=tuple(sorted({e.strip().lower() for e in values["ADMIN_EMAILS"].split(",") if e.strip()})),
+        stripe_fee_percent=values["STRIPE_FEE_PERCENT"],
+        stripe_fee_fixed_cents=int(values["STRIPE_FEE_FIXED_CENTS"]),
     )
 
 
@@ -477,6 +487,20 @@ def _validate(name: str, raw: str, kind: str, mode: str) -> str | None:
     elif kind == "positive_int":
         if not raw.isdigit() or int(raw) <= 0:
             return f"{name} must be a whole number above zero (got {raw!r})"
+    elif kind == "emails":
+        for address in (part.strip() for part in raw.split(",")):
+            local, _, domain = address.partition("@")
+            if address and (not local or "." not in domain or any(ch in address for ch in " <>\"'")):
+                return f"{name} must be email addresses separated by commas (got {address!r})"
+    elif kind == "percent":
+        try:
+            if not 0 <= float(raw) < 100:
+                raise ValueError(raw)
+        except ValueError:
+            return f"{name} must be a percentage from 0 to under 100, such as 2.9 (got {raw!r})"
+    elif kind == "whole_number":
+        if not raw.isdigit():
+            return f"{name} must be a whole number, 0 or more (got {raw!r})"
     elif kind == "email":
         local, _, domain = raw.partition("@")
         if not local or "." not in domain or any(ch in raw for ch in " <>\"'"):

@@ -107,6 +107,32 @@ def grant_period(conn: db.Connection, user_id: int, credits: int, reference: str
     return _retrying(attempt, conn)
 
 
+def adjust(conn: db.Connection, user_id: int, delta: int, reference: str, now: int) -> bool:
+    """An owner's grant (delta > 0) or withdrawal (delta < 0), ledger reason `adjust`, once per reference.
+
+    False when a withdrawal would take the balance below zero (nothing changes then) or the
+    reference was used already.
+    """
+    db.credit_balance_ensure(conn, user_id, now)
+
+    def attempt():
+        with conn.transaction():
+            if db.credit_balance_add(conn, user_id, delta, now) != 1:
+                return False
+            if not db.credit_ledger_insert(conn, user_id, delta, "adjust", reference, now):
+                raise _Undo()
+            return True
+
+    try:
+        return _retrying(attempt, conn)
+    except _Undo:
+        return False
+
+
+class _Undo(Exception):
+    """Roll back an adjustment whose reference was already in the ledger."""
+
+
 def billing_line(conn: db.Connection, user_id: int, reason: str, reference: str, now: int,
                  withdraw_invoice: str | None = None) -> int | None:
     """Write one ledger line for a billing event (a refund, a dispute opened, won or lost), once per reference.

@@ -121,7 +121,8 @@ class Connection:
         self._depth = 0
 
     def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.engine == "mysql" else sql
+        # PyMySQL formats the query with %: a literal % (the modulo of the daily figures) is doubled first.
+        return sql.replace("%", "%%").replace("?", "%s") if self.engine == "mysql" else sql
 
     def _run(self, sql: str, params: tuple | list = ()) -> Any:
         try:
@@ -360,8 +361,8 @@ def user_insert(conn: Connection, display_name: str, email: str, now: int) -> in
 
 def user_get(conn: Connection, user_id: int) -> dict | None:
     """One user by id, or None."""
-    return conn.one("SELECT id, display_name, email, created_at, last_login_at, billing_hold FROM users WHERE id = ?",
-                    (user_id,))
+    return conn.one("SELECT id, display_name, email, created_at, last_login_at, billing_hold, blocked_at, "
+                    "blocked_reason FROM users WHERE id = ?", (user_id,))
 
 
 def user_lock(conn: Connection, user_id: int) -> None:
@@ -430,17 +431,19 @@ def identity_find(conn: Connection, provider: str, issuer: str, subject: str) ->
 
 
 def identity_insert(conn: Connection, user_id: int, provider: str, issuer: str, subject: str, email: str,
-                    display_name: str, now: int) -> int:
-    """Attach an identity to a user; return its id."""
+                    display_name: str, now: int, email_verified: bool = False) -> int:
+    """Attach an identity to a user (with whether the provider vouched for its email); return its id."""
     return conn.insert(
-        "INSERT INTO identities (user_id, provider, issuer, subject, email, display_name, created_at, last_login_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (user_id, provider, issuer, subject, email, display_name, now, now))
+        "INSERT INTO identities (user_id, provider, issuer, subject, email, display_name, created_at, last_login_at, "
+        "email_verified) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (user_id, provider, issuer, subject, email, display_name, now, now, int(bool(email_verified))))
 
 
-def identity_touch(conn: Connection, identity_id: int, email: str, display_name: str, now: int) -> None:
-    """Refresh an identity's details at sign-in."""
-    conn.execute("UPDATE identities SET email = ?, display_name = ?, last_login_at = ? WHERE id = ?",
-                 (email, display_name, now, identity_id))
+def identity_touch(conn: Connection, identity_id: int, email: str, display_name: str, now: int,
+                   email_verified: bool = False) -> None:
+    """Refresh an identity's details at sign-in, the email's verified flag too (a provider can stop vouching)."""
+    conn.execute("UPDATE identities SET email = ?, display_name = ?, last_login_at = ?, email_verified = ? "
+                 "WHERE id = ?", (email, display_name, now, int(bool(email_verified)), identity_id))
 
 
 def identities_of(conn: Connection, user_id: int) -> list[dict]:
@@ -1170,3 +1173,206 @@ def batch_notify_release(conn: Connection, batch_id: int, claimed_at: int) -> bo
     """Undo this run's claim (the server said try later): the next run sends the email again."""
     return conn.execute("UPDATE batches SET notified_at = NULL WHERE id = ? AND notified_at = ?",
                         (batch_id, claimed_at)) == 1
+
+
+# --- the owner's console ----------------------------------------------------------------------------
+# Days are UTC buckets computed in SQL (t - t % 86400) so each figure is one grouped query.
+
+def admin_money_by_day(conn: Connection, since: int) -> list[dict]:
+    """Paid and refunded amounts and paid invoices per UTC day (of payment) and currency, since a time."""
+    return conn.all("SELECT paid_at - paid_at % 86400 AS day, currency, SUM(amount_paid) AS paid, "
+                    "SUM(amount_refunded) AS refunded, SUM(CASE WHEN amount_paid > 0 THEN 1 ELSE 0 END) AS invoices "
+                    "FROM invoices WHERE paid_at >= ? GROUP BY paid_at - paid_at % 86400, currency", (since,))
+
+
+def admin_images_cost(conn: Connection, since: int) -> list[dict]:
+    """Generated images per day, model and speed: count, credits, tokens, and the credits of those without usage."""
+    return conn.all(
+        "SELECT i.finished_at - i.finished_at % 86400 AS day, b.model, b.speed, COUNT(*) AS images, "
+        "SUM(i.charged) AS credits, SUM(i.input_tokens) AS input_tokens, SUM(i.output_tokens) AS output_tokens, "
+        "SUM(CASE WHEN i.output_tokens IS NULL THEN i.charged ELSE 0 END) AS estimated_credits "
+        "FROM batch_items i JOIN batches b ON b.id = i.batch_id "
+        "WHERE i.finished_at >= ? AND i.status IN ('done', 'delivered', 'expired') "
+        "GROUP BY i.finished_at - i.finished_at % 86400, b.model, b.speed", (since,))
+
+
+def admin_credits_by_day(conn: Connection, since: int) -> list[dict]:
+    """The ledger's sum per UTC day, reason and sign since a time."""
+    return conn.all("SELECT created_at - created_at % 86400 AS day, reason, SUM(delta) AS delta FROM credit_ledger "
+                    "WHERE created_at >= ? GROUP BY created_at - created_at % 86400, reason, "
+                    "CASE WHEN delta > 0 THEN 1 ELSE 0 END", (since,))
+
+
+def admin_outcomes_by_day(conn: Connection, since: int) -> list[dict]:
+    """Finished images per UTC day by status and failure reason since a time."""
+    return conn.all("SELECT finished_at - finished_at % 86400 AS day, status, error_code, COUNT(*) AS n "
+                    "FROM batch_items WHERE finished_at >= ? AND status IN ('done', 'delivered', 'expired', "
+                    "'failed') GROUP BY finished_at - finished_at % 86400, status, error_code", (since,))
+
+
+_LATEST_SUBSCRIPTION = ("s.id = (SELECT MAX(s2.id) FROM subscriptions s2 WHERE s2.user_id = s.user_id)")
+
+
+def admin_subscription_states(conn: Connection, now: int) -> list[dict]:
+    """Users by their latest subscription's status, and whether it ends at its period's end."""
+    return conn.all(
+        "SELECT s.status, CASE WHEN s.cancel_at_period_end = 1 OR s.cancel_at IS NOT NULL THEN 1 ELSE 0 END "
+        f"AS cancelling, COUNT(*) AS n FROM subscriptions s WHERE {_LATEST_SUBSCRIPTION} "
+        "GROUP BY s.status, CASE WHEN s.cancel_at_period_end = 1 OR s.cancel_at IS NOT NULL THEN 1 ELSE 0 END")
+
+
+def admin_paying_subscriptions(conn: Connection, now: int) -> int:
+    """Subscriptions that bring the plan's price each month: active (cancelling ones until they end) or past due."""
+    return conn.scalar(f"SELECT COUNT(*) AS n FROM subscriptions s WHERE {_LATEST_SUBSCRIPTION} AND "
+                       "(s.status = 'past_due' OR (s.status = 'active' AND (s.cancel_at IS NULL OR s.cancel_at > ?)))",
+                       (now,))
+
+
+def admin_user_holds(conn: Connection) -> dict:
+    """How many users have a disputed payment on hold, and how many are blocked."""
+    return conn.one("SELECT SUM(CASE WHEN billing_hold IS NOT NULL THEN 1 ELSE 0 END) AS disputed, "
+                    "SUM(CASE WHEN blocked_at IS NOT NULL THEN 1 ELSE 0 END) AS blocked FROM users "
+                    "WHERE billing_hold IS NOT NULL OR blocked_at IS NOT NULL")
+
+
+def admin_queue_counts(conn: Connection) -> list[dict]:
+    """Items waiting or being made, by status."""
+    return conn.all("SELECT status, COUNT(*) AS n FROM batch_items WHERE status IN ('held', 'queued', 'running', "
+                    "'waiting') GROUP BY status")
+
+
+def admin_upstream_open(conn: Connection) -> int:
+    """Economy jobs OpenAI is working on."""
+    return conn.scalar("SELECT COUNT(*) AS n FROM upstream_batches WHERE status IN ('submitted', 'validating', "
+                       "'in_progress', 'finalizing', 'cancelling')")
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern that finds the text anywhere, its own % and _ taken literally (escape character !)."""
+    return "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+
+
+def admin_users_search(conn: Connection, text: str, limit: int) -> list[dict]:
+    """Users whose email or name contains the text (newest first), with their plan's status and balance."""
+    where, params = "", []
+    if text:
+        where = "WHERE LOWER(u.email) LIKE ? ESCAPE '!' OR LOWER(u.display_name) LIKE ? ESCAPE '!' "
+        params = [_like(text.lower())] * 2
+    return conn.all(
+        "SELECT u.id, u.display_name, u.email, u.created_at, u.blocked_at, u.billing_hold, "
+        f"(SELECT s.status FROM subscriptions s WHERE s.user_id = u.id AND {_LATEST_SUBSCRIPTION}) AS status, "
+        "(SELECT c.balance FROM credit_balances c WHERE c.user_id = u.id) AS balance "
+        f"FROM users u {where}ORDER BY u.id DESC LIMIT ?", (*params, limit))
+
+
+def admin_identities(conn: Connection, user_id: int) -> list[dict]:
+    """A user's sign-ins: provider, email and whether the provider verified it."""
+    return conn.all("SELECT provider, email, email_verified, created_at, last_login_at FROM identities "
+                    "WHERE user_id = ? ORDER BY id", (user_id,))
+
+
+def admin_ledger(conn: Connection, user_id: int, limit: int | None) -> list[dict]:
+    """A user's ledger, newest first (all of it when limit is None)."""
+    sql = "SELECT id, delta, reason, reference, created_at FROM credit_ledger WHERE user_id = ? ORDER BY id DESC"
+    return conn.all(sql + (" LIMIT ?" if limit else ""), (user_id, limit) if limit else (user_id,))
+
+
+def admin_batches(conn: Connection, user_id: int, limit: int) -> list[dict]:
+    """A user's latest batches with their items counted by status (never their prompts)."""
+    return conn.all(
+        "SELECT b.id, b.status, b.pause_reason, b.model, b.speed, b.resolution, b.ratio, b.quality, b.item_count, "
+        "b.credits_per_item, b.created_at, "
+        "SUM(CASE WHEN i.status IN ('done', 'delivered') THEN 1 ELSE 0 END) AS done, "
+        "SUM(CASE WHEN i.status = 'failed' THEN 1 ELSE 0 END) AS failed, "
+        "SUM(CASE WHEN i.status IN ('held', 'queued', 'running', 'waiting') THEN 1 ELSE 0 END) AS open "
+        "FROM batches b LEFT JOIN batch_items i ON i.batch_id = b.id WHERE b.user_id = ? "
+        "GROUP BY b.id, b.status, b.pause_reason, b.model, b.speed, b.resolution, b.ratio, b.quality, b.item_count, "
+        "b.credits_per_item, b.created_at ORDER BY b.id DESC LIMIT ?", (user_id, limit))
+
+
+def admin_failures(conn: Connection, user_id: int, limit: int = 100) -> list[dict]:
+    """A user's failed images, newest first: batch, item, reason, request id (no prompt)."""
+    return conn.all("SELECT i.id, i.batch_id, i.position, i.error_code, i.error_message, i.request_id, i.finished_at "
+                    "FROM batch_items i JOIN batches b ON b.id = i.batch_id WHERE b.user_id = ? AND "
+                    "i.status = 'failed' ORDER BY i.id DESC LIMIT ?", (user_id, limit))
+
+
+def admin_failed_count(conn: Connection, batch_id: int) -> int:
+    """How many of a batch's images failed."""
+    return conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE batch_id = ? AND status = 'failed'", (batch_id,))
+
+
+def admin_invoices(conn: Connection, user_id: int, limit: int = 50) -> list[dict]:
+    """A user's paid invoices, newest first."""
+    return conn.all("SELECT stripe_invoice_id, amount_paid, amount_refunded, currency, paid_at, refunded_at "
+                    "FROM invoices WHERE user_id = ? ORDER BY paid_at DESC LIMIT ?", (user_id, limit))
+
+
+def admin_audit_insert(conn: Connection, owner_id: int, action: str, user_id: int | None, reason: str, detail: str,
+                       now: int) -> int:
+    """Record an owner's action; its id."""
+    return conn.insert("INSERT INTO admin_audit (admin_user_id, action, target_user_id, reason, detail, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (owner_id, action, user_id, reason, detail, now))
+
+
+def admin_audit_of(conn: Connection, user_id: int, limit: int) -> list[dict]:
+    """The owners' actions on a user, newest first, with who did them."""
+    return conn.all("SELECT a.id, a.action, a.reason, a.detail, a.created_at, u.email AS owner_email "
+                    "FROM admin_audit a LEFT JOIN users u ON u.id = a.admin_user_id WHERE a.target_user_id = ? "
+                    "ORDER BY a.id DESC LIMIT ?", (user_id, limit))
+
+
+def admin_unfinished_batch_ids(conn: Connection, user_id: int) -> list[int]:
+    """The ids of a user's batches with images held, queued or at OpenAI."""
+    return [row["batch_id"] for row in conn.all(
+        "SELECT DISTINCT i.batch_id FROM batch_items i JOIN batches b ON b.id = i.batch_id WHERE b.user_id = ? "
+        "AND i.status IN ('held', 'queued', 'waiting')", (user_id,))]
+
+
+def user_set_blocked(conn: Connection, user_id: int, at: int | None, reason: str | None) -> None:
+    """Block a user (a time and a reason) or unblock them (None, None)."""
+    conn.execute("UPDATE users SET blocked_at = ?, blocked_reason = ? WHERE id = ?", (at, reason, user_id))
+
+
+def sessions_delete_user(conn: Connection, user_id: int) -> int:
+    """End every session of a user (they are signed out everywhere); how many."""
+    return conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+
+# --- invoices and verified emails --------------------------------------------------------------
+# invoices: what Stripe reported paid (amounts in the currency's smallest unit, e.g. cents), one row per invoice.
+
+_INVOICE_COLUMNS = ("id, stripe_invoice_id, user_id, amount_paid, amount_refunded, currency, paid_at, refunded_at, "
+                    "created_at, updated_at")
+
+
+def invoice_record(conn: Connection, stripe_invoice_id: str, user_id: int, amount_paid: int, currency: str,
+                   paid_at: int, now: int) -> bool:
+    """Record a paid invoice once; True if this call added it (a row already there is left exactly as it is)."""
+    if conn.engine == "mysql":
+        tail = "ON DUPLICATE KEY UPDATE id = id"
+    else:
+        tail = "ON CONFLICT (stripe_invoice_id) DO NOTHING"
+    return conn.execute(
+        "INSERT INTO invoices (stripe_invoice_id, user_id, amount_paid, amount_refunded, currency, paid_at, "
+        f"refunded_at, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?, NULL, ?, ?) {tail}",
+        (stripe_invoice_id, user_id, amount_paid, currency, paid_at, now, now)) == 1
+
+
+def invoice_refund(conn: Connection, stripe_invoice_id: str, amount_refunded: int, now: int) -> bool:
+    """Set how much of an invoice's payment is refunded now (a total, never added to); True if that changed it."""
+    return conn.execute("UPDATE invoices SET amount_refunded = ?, refunded_at = ?, updated_at = ? "
+                        "WHERE stripe_invoice_id = ? AND amount_refunded <> ?",
+                        (amount_refunded, now, now, stripe_invoice_id, amount_refunded)) == 1
+
+
+def invoice_get(conn: Connection, stripe_invoice_id: str) -> dict | None:
+    """The recorded invoice with this Stripe id, or None."""
+    return conn.one(f"SELECT {_INVOICE_COLUMNS} FROM invoices WHERE stripe_invoice_id = ?", (stripe_invoice_id,))
+
+
+def user_verified_emails(conn: Connection, user_id: int) -> list[str]:
+    """The emails a provider vouched for at the user's identities' latest sign-ins: lowercased, distinct, sorted."""
+    rows = conn.all("SELECT email FROM identities WHERE user_id = ? AND email_verified = 1 AND email <> ''",
+                    (user_id,))
+    return sorted({row["email"].strip().lower() for row in rows if row["email"].strip()})

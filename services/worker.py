@@ -178,6 +178,7 @@ def claim(conn: db.Connection, settings: Settings, worker: str, now_ms: int) -> 
             return None, 0.0
         db.batch_touch_started(conn, batch["id"], now_ms)
         db.upstream_call_record(conn, now_ms)
+        count_minute(conn, "calls", now_ms)
         # The actual start, not the planned one: catching up on a late start would put two starts closer than
         # the spacing, and an upstream that enforces its limit over a short window refuses the second.
         pace.last_start_ms = now_ms
@@ -262,6 +263,36 @@ def _on_success(conn: db.Connection, settings: Settings, ratelimit: dict[str, st
         _save_pace(conn, pace, now_ms // 1000)
 
 
+MINUTE_STATS = "minute_stats"  # worker_state: {"calls"|"rate_limited": {minute (epoch s): count}}, the last hour
+
+
+def count_minute(conn: db.Connection, kind: str, now_ms: int) -> None:
+    """Add one to this minute's count of `kind` (calls started, 429s) for the owner's console; keeps an hour.
+
+    Called inside the caller's transaction, which already serialises the worker's shared state.
+    """
+    raw = db.worker_state_get(conn, MINUTE_STATS, lock=True)
+    try:
+        stats = json.loads(raw) if raw else {}
+    except ValueError:
+        stats = {}
+    minute, oldest = now_ms // 60_000 * 60, now_ms // 1000 - 3600
+    counts = {k: v for k, v in (stats.get(kind) or {}).items() if k.isdigit() and int(k) > oldest}
+    counts[str(minute)] = int(counts.get(str(minute), 0)) + 1
+    stats[kind] = counts
+    db.worker_state_set(conn, MINUTE_STATS, json.dumps(stats, separators=(",", ":")), now_ms // 1000)
+
+
+def minute_stats(conn: db.Connection, now: int) -> dict[str, dict[int, int]]:
+    """The last hour's counts per minute: {"calls": {minute: n}, "rate_limited": {minute: n}}."""
+    try:
+        stats = json.loads(db.worker_state_get(conn, MINUTE_STATS) or "{}")
+    except ValueError:
+        stats = {}
+    return {kind: {int(k): int(v) for k, v in (stats.get(kind) or {}).items() if k.isdigit() and int(k) > now - 3600}
+            for kind in ("calls", "rate_limited")}
+
+
 def _on_rate_limit(conn: db.Connection, settings: Settings, retry_after: float, now_ms: int) -> None:
     """Slow down for everyone after a 429: no start before Retry-After, and a lower pace once per such window.
 
@@ -279,6 +310,7 @@ def _on_rate_limit(conn: db.Connection, settings: Settings, retry_after: float, 
             pace.cut_until_ms = max(pace.cut_until_ms, until)
         pace.cooldown_until_ms = max(pace.cooldown_until_ms, until)
         _save_pace(conn, pace, now_ms // 1000)
+        count_minute(conn, "rate_limited", now_ms)
 
 
 def _backoff(settings: Settings, attempt: int) -> float:

@@ -378,7 +378,7 @@ def test_an_economy_batch_waits_for_openai_then_ends_in_a_zip(page, site, fake_o
 
     batch_id = start(page, base)
     page.wait_for_selector("#economy-banner")
-    assert "at most 24 h" in page.text_content("#economy-banner")
+    assert "como mucho 24 h" in page.text_content("#economy-banner")
     # The demo's worker sends the batch upstream within seconds; the page then shows OpenAI's counts.
     page.wait_for_function("() => /OpenAI lleva \\d+ de 4/.test(document.querySelector('#economy-progress')"
                            ".textContent)", timeout=TIMEOUT)
