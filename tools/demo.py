@@ -22,6 +22,7 @@ DEMO_LATENCY = 1.0
 DEMO_IMAGES_PER_MINUTE = 60
 # The demo sends its "your batch is ready" emails this often (cron's minute is too slow to watch).
 DEMO_MAIL_EVERY = 2.0
+DEMO_OWNER = "ana@example.com"  # a demo account (tools/fake_idp.demo_accounts) that may open /admin
 MAIL_SPOOL = "demo-mail"  # under VAR_DIR: the SMTP stand-in writes each message there, /demo/mail reads them
 
 
@@ -84,7 +85,9 @@ def start_stand_ins(base_url: str, var_dir: Path | None = None) -> tuple[dict[st
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's line per SMTP command
     fake_smtp = FakeSMTP(spool_dir=mail_spool(var_dir) if var_dir is not None else None).start()
     settings = {**provider_settings(idp, clients), **stripe_settings(fake_stripe), **openai_settings(fake_openai),
-                **smtp_settings(fake_smtp), "IMAGES_PER_MINUTE": str(DEMO_IMAGES_PER_MINUTE)}
+                **smtp_settings(fake_smtp), "IMAGES_PER_MINUTE": str(DEMO_IMAGES_PER_MINUTE),
+                # Ana García (Google, verified email) is the demo's owner: she sees Admin.
+                "ADMIN_EMAILS": DEMO_OWNER}
     return settings, [idp.stop, fake_stripe.stop, fake_openai.stop, fake_smtp.stop]
 
 
