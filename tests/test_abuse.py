@@ -232,7 +232,7 @@ def test_every_post_route_refuses_a_body_past_its_limit_before_reading_it(serve,
     posts = [route for route in app.routes if route.method == "POST"]
     assert len(posts) >= 15
     for route in posts:
-        path = route.rule.replace("<batch_id:int>", "1").replace("<item_id:int>", "1")
+        path = route.rule.replace("<batch_id:int>", "1").replace("<item_id:int>", "1").replace("<user_id:int>", "1")
         limit = route.config.get("max_body", web.BODY_LIMIT)
         status = post_raw(base_url, path, b"a=" + b"x" * (limit - 1), headers)
         assert status == 413, (path, status)
