@@ -31,7 +31,7 @@ MESSAGES = {
     "name_too_long": _("Name %(line)s is %(length)s characters long; a name may have at most %(max)s."),
     "too_many_open": _("You already have %(max)s unfinished batches. Let one finish, or cancel one, before you "
                        "start another."),
-    "prompt_too_long": _("Prompt %(line)s is too long for this model (at most %(max)s characters with the style)."),
+    "prompt_too_long": _("Line %(line)s: %(length)s characters, the model takes %(max)s (with the style)."),
     "unknown_model": _("Choose one of the models on the form."),
     "model_retired": _("%(model)s has been retired: choose another model."),
     "model_unavailable": _("%(model)s is unavailable right now: choose another model."),
@@ -111,6 +111,9 @@ def describe(state: dict) -> dict:
         "now": web.now(),
         "batch": shown,
         "counts": state["counts"],
+        # What the page's buttons need: the owner's credits now, and how many failed images were refused.
+        "credits_left": credits.balance(web.conn(), batch["user_id"]),
+        "refused": state.get("failures", {}).get("refused", 0),
         # An economy batch: what OpenAI reports of its jobs (status, total, completed, failed, since).
         "economy": state.get("economy"),
         "items": [{
@@ -253,6 +256,12 @@ def register(app: web.App) -> None:
         if count:
             worker.kick(app.settings)
         return _json(200, {"queued": count})
+
+    @app.post("/api/batches/<batch_id:int>/items/<item_id:int>/edit", max_body=app.settings.form_max_bytes)
+    def edit_item(batch_id, item_id):
+        """A refused image: its new prompt (JSON or form `prompt`), then made again as a new charge."""
+        return queue_more(batch_id, lambda conn, user_id, batch, now: batches.edit_and_retry(
+            conn, app.catalog, user_id, batch, item_id, form_value("prompt"), now))
 
     @app.post("/api/batches/<batch_id:int>/retry")
     def retry(batch_id):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import secrets
 
+import babel.numbers
 import bottle
 
 from routes import api, web
@@ -26,6 +27,16 @@ WARNINGS = {
                      "their text, extra names are left out."),
 }
 
+EDIT_ERRORS = {
+    "no_prompts": _("Write the new prompt first."),
+    "prompt_too_long": _("That prompt is too long for this model: at most %(max)s characters with the style."),
+    "not_ready": _("This image is no longer waiting for a new prompt."),
+}
+
+# The errors whose message names its line itself ("Line 5: ...", "Name 5 ..."): the list does not say it again.
+LINE_SAID = ("prompt_too_long", "name_too_long")
+SHORT_PROMPT = 80  # the characters of a too-long prompt the review quotes
+
 PAUSES = api.PAUSES  # why a batch waits (model_unavailable among them), in one place for this page and the API
 
 FIELDS = ("prompts", "names", "style", "model", "quality", "format", "ratio", "resolution", "complexity", "speed")
@@ -40,6 +51,11 @@ def _fill(text: str, values: dict) -> str:
         return text % values if values else text
     except (KeyError, TypeError, ValueError):
         return text
+
+
+def shortened(prompt: str) -> str:
+    """A prompt cut to SHORT_PROMPT characters (with an ellipsis when it was longer)."""
+    return prompt if len(prompt) <= SHORT_PROMPT else prompt[:SHORT_PROMPT - 1].rstrip() + "…"
 
 
 def register(app: web.App) -> None:
@@ -95,13 +111,19 @@ def register(app: web.App) -> None:
                           max_kb=app.settings.upload_max_bytes // 1024, style_max=batches.STYLE_MAX_CHARS)
 
     def problem_texts(problems) -> list[dict]:
+        """Each problem in words; `line_said` when the words name its line (their lengths written the page's way)."""
         texts = []
         for problem in problems:
+            values = problem.values
+            if problem.code in LINE_SAID:  # "Line 5: 4,210 characters, the model takes 4,000"
+                values = {key: babel.numbers.format_decimal(value, locale=web.lang()) if isinstance(value, int)
+                          else value for key, value in values.items()}
             if problem.code in WARNINGS:
-                text = _fill(web.translate(WARNINGS[problem.code]), problem.values)
+                text = _fill(web.translate(WARNINGS[problem.code]), values)
             else:
-                text = api.message(problem.code, line=problem.line, **problem.values)
-            texts.append({"code": problem.code, "line": problem.line, "text": text})
+                text = api.message(problem.code, line=problem.line, **values)
+            texts.append({"code": problem.code, "line": problem.line, "text": text,
+                          "line_said": problem.code in LINE_SAID})
         return texts
 
     def read_form(values: dict):
@@ -133,11 +155,20 @@ def register(app: web.App) -> None:
         return checked
 
     def show_review(values: dict, checked, status: int = 200):
+        """The review page; a batch that cannot start shows why, beside a disabled Start, and what would work."""
         bottle.response.status = status
         model = app.catalog.get(checked.model)
         count = len(checked.items)
+        too_long = [problem for problem in checked.errors if problem.code == "prompt_too_long"]
+        # Each alternative is a small form carrying the whole batch with its changes (see _carry.html).
+        helps = [{"kind": alt.kind, "count": alt.count, "credits": alt.credits, "fields": {**values, **alt.changes}}
+                 for alt in batches.alternatives(app.catalog, checked, batches.name_lines(values["names"]))]
         return web.render("studio/review.html", values=values, review=checked, model=model,
-                          size=checked.size, errors=problem_texts(checked.errors),
+                          size=checked.size,
+                          errors=problem_texts([p for p in checked.errors if p.code != "prompt_too_long"]),
+                          too_long=[{**text, "prompt": shortened(checked.items[problem.line - 1].prompt)}
+                                    for problem, text in zip(too_long, problem_texts(too_long), strict=True)],
+                          alternatives=helps, credits_short={p.code for p in checked.errors} == {"not_enough_credits"},
                           warnings=problem_texts(checked.warnings), request_token=secrets.token_urlsafe(16),
                           test_items=TEST_RUN_ITEMS, mail_enabled=app.settings.mail_enabled,
                           # The box is ticked for economy (hours away) unless the subscriber unticked it.
@@ -188,9 +219,10 @@ def register(app: web.App) -> None:
         subscriber()
         values = posted()
         checked = reviewed(values)
-        if not checked.ok:
+        if not checked.ok and not batches.helpable(checked):  # nothing the review could offer: back to the form
             return compose(values, problem_texts(checked.errors), 422)
-        return show_review(values, checked)
+        # Too few credits or too-long prompts: the review with Start disabled and what would work (422).
+        return show_review(values, checked, 200 if checked.ok else 422)
 
     @app.post("/batches", max_body=app.settings.form_max_bytes)
     def start_batch():
@@ -202,14 +234,16 @@ def register(app: web.App) -> None:
             web.redirect(f"/batches/{already}")
         values = posted()
         checked = reviewed(values)
+        test_wanted = bottle.request.forms.get("test_run") == "1"
+        if test_wanted and batches.credits_cover_test_run(checked):  # the credits cover the test run: its rest is held
+            checked.errors = [problem for problem in checked.errors if problem.code != "not_enough_credits"]
         if not checked.ok:
             model = app.catalog.get(checked.model)
             if model is None or checked.size is None:  # nothing to review: back to the form
                 return compose(values, problem_texts(checked.errors), 422)
             return show_review(values, checked, 422)
         # A test run is for seeing three images at once: economy batches have none.
-        test_run = (bottle.request.forms.get("test_run") == "1" and len(checked.items) > TEST_RUN_ITEMS
-                    and checked.speed == "now")
+        test_run = test_wanted and len(checked.items) > TEST_RUN_ITEMS and checked.speed == "now"
         try:
             batch_id, created = batches.create(web.conn(), app.catalog, user["id"], checked, token, web.now(), test_run,
                                                max_open=app.settings.max_open_batches)
@@ -245,7 +279,19 @@ def register(app: web.App) -> None:
             economy=state["economy"], expired=state["failures"].get("economy_expired", 0),
             now_price=now_price(batch),
             balance=credits.balance(web.conn(), user["id"]), can_generate=web.plan().can_generate,
-            retention_days=app.settings.image_retention_days, expected_bytes=batches.estimated_bytes(batch))
+            retention_days=app.settings.image_retention_days, expected_bytes=batches.estimated_bytes(batch),
+            refused=state["failures"].get("refused", 0),
+            edit_error=edit_error(batch),
+            item_max_chars=getattr(app.catalog.get(batch["model"]), "max_prompt_chars", 32000))
+
+    def edit_error(batch: dict) -> dict | None:
+        """The message of an "edit and retry" that could not be done (after its redirect), with its item."""
+        code, item = bottle.request.query.get("edit_error"), bottle.request.query.get("item") or ""
+        if code not in EDIT_ERRORS or not item.isdigit():
+            return None
+        model = app.catalog.get(batch["model"])
+        return {"item": int(item), "text": _fill(web.translate(EDIT_ERRORS[code]),
+                                                 {"max": getattr(model, "max_prompt_chars", "")})}
 
     def now_price(batch: dict) -> int:
         """What one image of this batch costs at the "Now" speed (the catalogue's price)."""
@@ -273,6 +319,23 @@ def register(app: web.App) -> None:
         """Queue one failed image again."""
         batch_action(batch_id, lambda conn, user_id, batch, now: batches.retry_failed(conn, user_id, batch, now,
                                                                                     item_id), needs_plan=True)
+
+    @app.post("/batches/<batch_id:int>/items/<item_id:int>/edit")
+    def edit_item(batch_id, item_id):
+        """A refused image: its prompt rewritten, then made again (a new charge)."""
+        user = signed_in(f"/batches/{batch_id}")
+        owned_or_404(user, batch_id)
+        if not web.plan().can_generate:
+            raise bottle.HTTPError(403)
+        try:
+            batches.edit_and_retry(web.conn(), app.catalog, user["id"], batch_id, item_id,
+                                   bottle.request.forms.getunicode("prompt") or "", web.now())
+        except batches.BatchError as exc:
+            if exc.code == "not_found":
+                raise bottle.HTTPError(404) from None
+            web.redirect(f"/batches/{batch_id}?edit_error={exc.code}&item={item_id}#item-{item_id}")
+        worker.kick(app.settings)
+        web.redirect(f"/batches/{batch_id}#item-{item_id}")
 
     @app.post("/batches/<batch_id:int>/continue")
     def continue_batch(batch_id):
@@ -315,4 +378,5 @@ def register(app: web.App) -> None:
         user = signed_in("/library")
         return web.render("studio/library.html", recent=batches.recent(web.conn(), user["id"]),
                           economy_waiting=batches.economy_unfinished(web.conn(), user["id"]),
+                          model_labels={model.id: model.label for model in app.catalog.models},
                           batch_ids=batches.owned_ids(web.conn(), user["id"]))

@@ -285,6 +285,88 @@ def review(catalog: Catalog, today: datetime.date, *, prompts: list[str], names:
                   credits_left=credits_left, errors=errors, warnings=warnings, **extra)
 
 
+# --- what would work instead ---------------------------------------------------------------------
+
+HELPED = ("not_enough_credits", "prompt_too_long")  # the errors the review page helps with (others: the form)
+
+
+@dataclasses.dataclass(frozen=True)
+class Alternative:
+    """A version of a batch that cannot start which could: its kind, images, credits and the form fields it changes."""
+
+    # test_run (its first TEST_RUN_ITEMS, the rest held), first (its first `count` prompts), economy,
+    # quality or resolution (a cheaper one of the same model), drop (the batch without its too-long lines)
+    kind: str
+    count: int
+    credits: int
+    changes: dict = dataclasses.field(default_factory=dict)
+
+
+def helpable(checked: Review) -> bool:
+    """True when the batch can be shown and only too few credits or too-long prompts stop it."""
+    return (bool(checked.errors) and bool(checked.items) and checked.size is not None
+            and all(problem.code in HELPED for problem in checked.errors))
+
+
+def kept_lines(checked: Review, names: list[str | None], keep: list[int]) -> dict:
+    """The prompts and names fields of only these items (0-based), each name still on its prompt's line."""
+    kept_names = [(names[index] or "") if index < len(names) else "" for index in keep]
+    while kept_names and not kept_names[-1]:
+        kept_names.pop()
+    return {"prompts": "\n".join(checked.items[index].prompt for index in keep), "names": "\n".join(kept_names)}
+
+
+def credits_cover_test_run(checked: Review, test_items: int = TEST_RUN_ITEMS) -> bool:
+    """True when only the credits stop a "now" batch and they cover a test run of its first `test_items`."""
+    return (checked.speed == "now" and len(checked.items) > test_items and bool(checked.errors)
+            and all(problem.code == "not_enough_credits" for problem in checked.errors)
+            and checked.credits_per_item * test_items <= checked.credits_left)
+
+
+def alternatives(catalog: Catalog, checked: Review, names: list[str | None],
+                 test_items: int = TEST_RUN_ITEMS) -> list[Alternative]:
+    """What could start instead of a `helpable` batch: without its too-long lines, or smaller or cheaper to fit."""
+    # Too-long prompts first: the batch without them (unless that leaves nothing) is reviewed again, credits
+    # and all. Else each that the credits cover: a test run ("now"), the first prompts, economy ("now"), and
+    # the model's dearest cheaper quality, or else resolution.
+    model = catalog.get(checked.model)
+    if model is None or not helpable(checked):
+        return []
+    count, left, per_item = len(checked.items), checked.credits_left, checked.credits_per_item
+    too_long = {problem.line for problem in checked.errors if problem.code == "prompt_too_long"}
+    if too_long:
+        keep = [index for index in range(count) if index + 1 not in too_long]
+        return [Alternative("drop", len(keep), per_item * len(keep), kept_lines(checked, names, keep))] if keep else []
+    found = []
+    if credits_cover_test_run(checked, test_items):
+        found.append(Alternative("test_run", test_items, per_item * test_items))
+    first = min(left // per_item, count - 1) if per_item else 0
+    if first >= 1:
+        found.append(Alternative("first", first, per_item * first, kept_lines(checked, names, list(range(first)))))
+    economy = economy_price(checked.now_credits_per_item) * count
+    if checked.speed == "now" and economy <= left:
+        found.append(Alternative("economy", count, economy, {"speed": "economy"}))
+    cheaper = _cheaper(model, checked, "quality", [(checked.resolution, q) for q in reversed(model.qualities)]) \
+        or _cheaper(model, checked, "resolution", [(r, checked.quality) for r in reversed(model.resolutions)])
+    if cheaper is not None:
+        found.append(cheaper)
+    return found
+
+
+def _cheaper(model, checked: Review, kind: str, options: list[tuple[str, str]]) -> Alternative | None:
+    """Among (resolution, quality) options, the dearest one cheaper than the batch's whose total fits its credits."""
+    count, best = len(checked.items), None
+    for resolution, quality in options:
+        if not model.offers(resolution, checked.ratio, quality):
+            continue
+        full = model.price(resolution, checked.ratio, quality)
+        per_item = economy_price(full) if checked.speed == "economy" else full
+        if per_item < checked.credits_per_item and per_item * count <= checked.credits_left \
+                and (best is None or per_item > best.credits // count):
+            best = Alternative(kind, count, per_item * count, {kind: quality if kind == "quality" else resolution})
+    return best
+
+
 # --- the batch's life --------------------------------------------------------------------------------
 
 def create(conn: db.Connection, catalog: Catalog, user_id: int, checked: Review, request_token: str,
@@ -375,13 +457,41 @@ def upstream_progress(conn: db.Connection, batch_id: int) -> dict:
 
 
 def retry_failed(conn: db.Connection, user_id: int, batch_id: int, now: int, item_id: int | None = None) -> int:
-    """Queue the failed items (or one of them) again, each a new charge; the batch becomes active. Returns how many."""
+    """Queue the failed items (or one of them) again, each a new charge; the batch becomes active. Returns how many.
+
+    Images the safety system refused are left alone: the same prompt would be refused again (see
+    `edit_and_retry`).
+    """
     owned(conn, user_id, batch_id)
     with conn.transaction():
-        count = db.batch_items_retry_failed(conn, batch_id, now, item_id)
+        count = db.batch_items_retry_failed(conn, batch_id, now, item_id, skip_code="refused")
         if count:
             db.batch_set_status(conn, batch_id, "active", None, now)
     return count
+
+
+def edit_and_retry(conn: db.Connection, catalog: Catalog, user_id: int, batch_id: int, item_id: int, prompt: str,
+                   now: int) -> int:
+    """A refused image's prompt rewritten, and the image queued again as a new charge; 1, or BatchError."""
+    batch = owned(conn, user_id, batch_id)
+    item = db.batch_item_get(conn, item_id) if 0 < item_id < 2**63 else None
+    if item is None or item["batch_id"] != batch_id:
+        raise BatchError("not_found")
+    prompt = " ".join((prompt or "").split())
+    if not prompt:
+        raise BatchError("no_prompts")
+    model = catalog.get(batch["model"])
+    limit = model.max_prompt_chars if model else 32000
+    final = final_prompt(prompt, batch["style"], batch["prompt_separator"])
+    if len(final) > limit:
+        raise BatchError("prompt_too_long", line=item["position"], max=limit, length=len(final))
+    with conn.transaction():
+        if item["status"] != "failed" or item["error_code"] != "refused" \
+                or not db.batch_item_edit_prompt(conn, item_id, prompt):
+            raise BatchError("not_ready")
+        db.batch_items_retry_failed(conn, batch_id, now, item_id)
+        db.batch_set_status(conn, batch_id, "active", None, now)
+    return 1
 
 
 def resume(conn: db.Connection, user_id: int, batch_id: int, now: int) -> bool:

@@ -836,9 +836,12 @@ def batch_item_cancel(conn: Connection, item_id: int, now: int) -> bool:
 
 
 def batch_items_retry_failed(conn: Connection, batch_id: int, now: int, item_id: int | None = None,
-                             error_code: str | None = None) -> int:
-    """Queue a batch's failed items (or one of them, or those failed for one reason) again as a new charge; how many."""
+                             error_code: str | None = None, skip_code: str | None = None) -> int:
+    """Queue a batch's failed items (or one, or those failed for one reason, or all but one reason) again as a new
+    charge; how many."""
     only, params = "", [batch_id]
+    if skip_code is not None:
+        only, params = only + " AND (error_code IS NULL OR error_code <> ?)", [*params, skip_code]
     if item_id is not None:
         only, params = only + " AND id = ?", [*params, item_id]
     if error_code is not None:
@@ -847,6 +850,11 @@ def batch_items_retry_failed(conn: Connection, batch_id: int, now: int, item_id:
         "UPDATE batch_items SET status = 'queued', charge = charge + 1, charged = 0, attempts = 0, not_before_ms = 0, "
         "upstream_id = NULL, error_code = NULL, error_message = NULL, finished_at = NULL "
         "WHERE batch_id = ? AND status = 'failed'" + only, tuple(params))
+
+
+def batch_item_edit_prompt(conn: Connection, item_id: int, prompt: str) -> bool:
+    """Give a failed item a new prompt (before it is queued again); True if it was failed."""
+    return conn.execute("UPDATE batch_items SET prompt = ? WHERE id = ? AND status = 'failed'", (prompt, item_id)) == 1
 
 
 def batch_set_speed(conn: Connection, batch_id: int, speed: str, credits_per_item: int, now: int) -> None:

@@ -350,10 +350,12 @@ def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: s
             credits.reserve(conn, batch["user_id"], batch["credits_per_item"], f"item:{item['id']}:{item['charge']}",
                             now)
         except credits.InsufficientCredits:
+            # Not a failure of the image: it waits in the queue, with the rest, under the batch's one
+            # "out of credits" pause, and goes on when the owner resumes with credits again.
             with conn.transaction():
-                db.batch_item_fail(conn, item["id"], worker, "no_credits", FAILURES["no_credits"], None, now)
+                db.batch_item_requeue(conn, item["id"], worker, 0, False, None, None)
                 db.batch_set_status(conn, batch["id"], "paused", "no_credits", now)
-            return "failed"
+            return "paused"
         db.batch_item_set_charged(conn, item["id"], batch["credits_per_item"])
         item = {**item, "charged": batch["credits_per_item"]}
     size = model.size(batch["resolution"], batch["ratio"])

@@ -137,7 +137,14 @@ def test_retry_failed_and_cancel(studio, ana, conn, fake_openai):
     assert failed["error_code"] == "refused" and "rephrase" in failed["error"]
     assert credits.balance(conn, user) == 298
     retried = client.post(f"/api/batches/{batch_id}/retry", headers={"X-CSRF-Token": token})
-    assert retried.json == {"queued": 1}
+    assert retried.json == {"queued": 0}  # a refused image is not retried as it was: it would be refused again
+    refused_id = db.batch_items_of(conn, batch_id)[1]["id"]
+    empty = client.post(f"/api/batches/{batch_id}/items/{refused_id}/edit", json={"prompt": " "},
+                        headers={"X-CSRF-Token": token})
+    assert empty.status_code == 400 and empty.json["error"]["code"] == "no_prompts"
+    edited = client.post(f"/api/batches/{batch_id}/items/{refused_id}/edit", json={"prompt": "a kind one"},
+                         headers={"X-CSRF-Token": token})
+    assert edited.json == {"queued": 1}
     assert db.batch_items_of(conn, batch_id)[1]["charge"] == 2
     cancelled = client.post(f"/api/batches/{batch_id}/cancel", headers={"X-CSRF-Token": token})
     assert cancelled.json == {"cancelled": 2}

@@ -167,7 +167,7 @@ def test_the_whole_journey_ends_in_a_zip_of_exact_images(page, site, fake_openai
     batch_id = start(page, base)
     shot(page, "04-batch-running")
     wait_until_collected(page, 6)
-    page.wait_for_function("() => document.querySelector('#batch-counter').textContent.startsWith('6 ')",
+    page.wait_for_function("() => document.querySelector('#batch-counter').textContent.includes(' 6 de 6 ')",
                            timeout=TIMEOUT)
     assert page.get_attribute("#batch-progress", "value") == "6"
     accessible(page)
@@ -231,7 +231,7 @@ def test_a_reload_in_the_middle_finishes_without_duplicates_or_extra_charges(pag
     assert errors(page) == [], page.problems
 
 
-def test_a_refused_prompt_shows_its_reason_gets_its_credits_back_and_retries_alone(page, site, fake_openai):
+def test_a_refused_prompt_shows_its_reason_gets_its_credits_back_and_is_edited_then_made(page, site, fake_openai):
     base, app = site
     subscribe(page, base)
     compose(page, base, ["a calm lake", "a FORBIDDEN thing", "a quiet forest"], fmt="jpeg", ratio="16:9")
@@ -241,7 +241,10 @@ def test_a_refused_prompt_shows_its_reason_gets_its_credits_back_and_retries_alo
     wait_until_collected(page, 2)
     assert "safety" in failed.locator(".result-error").text_content().lower() or \
         "seguridad" in failed.locator(".result-error").text_content().lower()
-    page.wait_for_selector("#retry-button", timeout=TIMEOUT)  # the page reloads itself when the batch ends
+    # No plain retry for a refusal (it would be refused again): the row offers its prompt to rewrite.
+    editor = failed.locator(".result-edit textarea")
+    editor.wait_for(timeout=TIMEOUT)
+    assert editor.input_value() == "a FORBIDDEN thing" and page.locator("#retry-form").is_hidden()
     conn = app.database.connect()
     try:
         user_id = db.batch_get(conn, batch_id)["user_id"]
@@ -251,11 +254,11 @@ def test_a_refused_prompt_shows_its_reason_gets_its_credits_back_and_retries_alo
     shot(page, "06-batch-failure")
     accessible(page)
     sent_before = len(fake_openai.requests)
-    fake_openai.moderation_marker = "NOTHING-MATCHES-THIS"
-    page.click("#retry-button")
+    editor.fill("a friendly thing")
+    failed.locator(".result-edit button").click()
     wait_until_collected(page, 3)
     retried = fake_openai.requests[sent_before:]
-    assert [r["prompt"] for r in retried] == ["a FORBIDDEN thing"]
+    assert [r["prompt"] for r in retried] == ["a friendly thing"]
     stored = stored_images(page, batch_id)
     assert {(s["width"], s["height"]) for s in stored} == {(1536, 864)} and len(stored) == 3
     conn = app.database.connect()

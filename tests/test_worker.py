@@ -148,13 +148,13 @@ def test_insufficient_quota_pauses_all_work_and_refunds(studio, conn, fake_opena
     assert_ledger_consistent(conn, user)
 
 
-def test_running_out_of_credits_fails_the_item_and_pauses_the_batch(studio, conn):
+def test_running_out_of_credits_pauses_the_batch_and_the_item_waits_unfailed(studio, conn):
     user = make_subscriber(conn, balance=4)
     batch_id = new_batch(studio, conn, user, ["a", "b"], quality="low")  # 2 credits each: the review allows it
     credits.reserve(conn, user, 3, "elsewhere", int(time.time()))  # then credits go elsewhere: 1 left
     work(studio, threads=1)
     first, second = items(conn, batch_id)
-    assert (first["status"], first["error_code"]) == ("failed", "no_credits")
+    assert (first["status"], first["error_code"], first["attempts"]) == ("queued", None, 0)  # waits, not failed
     assert second["status"] == "queued"
     batch = db.batch_get(conn, batch_id)
     assert (batch["status"], batch["pause_reason"]) == ("paused", "no_credits")

@@ -1,5 +1,5 @@
 """zip.js in Chromium: a blob that cannot be read or is empty is skipped and named, the rest are packed in order,
-and manifest.csv says which image is missing."""
+and manifest.csv says which image is missing and, first on each row, the prompt's line in the batch."""
 
 import csv
 import io
@@ -13,6 +13,7 @@ pytestmark = pytest.mark.browser
 PACK = """async () => {
   const {zipBatch} = await import('/js/zip.js');
   const png = n => new Blob([new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10, n])], {type: 'image/png'});
+  // Typed names (a.png...) that say nothing of the line: the manifest's `line` column does.
   const items = ['a', 'b', 'c', 'd', 'e'].map((k, i) => ({position: i + 1, name: k + '.png', prompt: 'p' + k,
     finalPrompt: 'p' + k + ', style', status: 'done', error: null}));
   const batch = {id: 7, createdAt: 1764460800, date: '2026-11-30', model: 'gpt-image-2', width: 1024,
@@ -47,9 +48,11 @@ def test_unreadable_or_empty_images_are_skipped_and_named_and_the_rest_are_packe
         assert archive.read("c.png")[-1] == 3
         manifest = archive.read("manifest.csv").decode("utf-8")
     assert manifest.startswith("\ufeff")
+    assert manifest.lstrip("\ufeff").startswith('"line","file_name",')
     rows = list(csv.DictReader(io.StringIO(manifest.lstrip("\ufeff"))))
-    assert [(r["file_name"], r["status"]) for r in rows] == [
-        ("a.png", "done"), ("b.png", "missing"), ("c.png", "done"), ("d.png", "missing"), ("e.png", "done")]
+    assert [(r["line"], r["file_name"], r["status"]) for r in rows] == [
+        ("1", "a.png", "done"), ("2", "b.png", "missing"), ("3", "c.png", "done"), ("4", "d.png", "missing"),
+        ("5", "e.png", "done")]
     assert rows[0]["final_prompt"] == "pa, style" and rows[0]["size"] == "1024x1024"
 
 
@@ -123,10 +126,11 @@ def test_the_manifest_defuses_formulas_in_both_csv_dialects_and_keeps_the_text(p
     assert re.fullmatch(r'(?:"(?:[^"]|"")*"(?:,|\r\n))+', manifest), manifest
 
     header, *rows = list(csv.reader(io.StringIO(manifest, newline="")))
-    assert header == ["file_name", "prompt", "final_prompt", "model", "size", "format", "status"]
+    assert header == ["line", "file_name", "prompt", "final_prompt", "model", "size", "format", "status"]
     assert len(rows) == len(HOSTILE)
     for i, (row, text) in enumerate(zip(rows, HOSTILE, strict=True)):
-        name, prompt, final_prompt, model, size, fmt, status = row
+        line, name, prompt, final_prompt, model, size, fmt, status = row
+        assert line == str(i + 1), (line, text)
         assert unmarked(name, result["names"][i]), (name, text)
         assert unmarked(prompt, text), (prompt, text)
         assert unmarked(final_prompt, text + ";" + text), (final_prompt, text)

@@ -1,5 +1,4 @@
-// The batch page: polls the batch, keeps each finished image in IndexedDB, then lets the server
-// delete its copy; live counter, time left, per-image status and the ZIP download.
+// The batch page: polls the batch, stores each image in IndexedDB, then lets the server delete it.
 import {putBatch, putImage, imagesOf, imageKeys, adopt} from './store.js';
 import {fill, zipButton} from './zip.js';
 
@@ -10,22 +9,23 @@ const SETTLED = ['done', 'delivered', 'failed', 'cancelled', 'expired'];
 if (root) start();
 
 async function start() {
-  const t = root.dataset, id = +t.batchId, rendered = t.status, zip = $('zip-button');
+  const t = root.dataset, id = +t.batchId, zip = $('zip-button');
   const csrf = document.querySelector('meta[name="csrf-token"]')?.content || '';
   const lang = document.documentElement.lang || undefined;
   const pending = [], busyItems = new Set();
   let stored = new Set(), storable = true, saved = '', fails = 0, timer, polling = false, over = false;
   let fetching = 0, liveDone = -1, liveAt = 0, upstreamOnly = false;
-  const idle = 30000;
-  // A reload for a status change happens once: if the page still renders another status, no loop.
-  const key = 'images-in-bulk-reload-' + id;
-  if (sessionStorage.getItem(key) === rendered) sessionStorage.removeItem(key);
+  const rules = new Intl.PluralRules(lang);
+  // data-t-<key>-one / -other by the language's plural rules
+  const plural = (key, n, values) => {
+    const form = rules.select(n);
+    return fill(t[key + form[0].toUpperCase() + form.slice(1)] ?? t[key + 'Other'], {n, ...values});
+  };
 
   const notice = text => { $('batch-notice').textContent = text || ''; $('batch-notice').hidden = !text; };
   const li = itemId => $('item-' + itemId);
 
-  // Will the images still to collect fit? The server's estimate of the whole batch, shared by the images
-  // not yet here, against the free space the browser reports (quota - usage). If not, say so; collect anyway.
+  // Will the images still to come fit in the free space (quota - usage)? Say so if not; collect anyway.
   async function checkSpace() {
     const space = $('batch-space'), rows = [...document.querySelectorAll('#results .result')];
     if (!space) return;
@@ -36,10 +36,8 @@ async function start() {
     try {
       const {quota, usage} = await navigator.storage.estimate();
       if (quota > 0) free = Math.max(0, quota - (usage || 0));
-    } catch {
-      // No estimate (an old browser, say): the failed write still says so.
-    }
-    const mb = n => n.toLocaleString(lang, {maximumFractionDigits: 0}); // MB of 1,000,000 bytes
+    } catch {}
+    const mb = n => n.toLocaleString(lang, {maximumFractionDigits: 0});
     const text = need <= free ? ''
       : fill(t.tSpace, {need: mb(Math.ceil(need / 1e6)), free: mb(Math.floor(free / 1e6))});
     space.textContent = text;
@@ -55,12 +53,12 @@ async function start() {
     img.hidden = false;
   }
 
-  // Fetch, store, then acknowledge one finished image (acknowledge only: it is already stored).
+  // Fetch, store, then acknowledge one image.
   async function collect(item) {
     try {
       if (!stored.has(item.id)) {
         const res = await fetch(`/api/batches/${id}/items/${item.id}/image`, {cache: 'no-store'});
-        if (!res.ok) return; // 409 gone / not_ready: move on
+        if (!res.ok) return;
         const blob = await res.blob();
         if (!blob.size || !blob.type.startsWith('image/')) return;
         try {
@@ -75,9 +73,7 @@ async function start() {
         thumb(item.id, blob, item.file_name);
       }
       await fetch(`/api/batches/${id}/items/${item.id}/ack`, {method: 'POST', headers: {'X-CSRF-Token': csrf}});
-    } catch {
-      // Network trouble: the next poll asks again.
-    } finally {
+    } catch {} finally {
       busyItems.delete(item.id);
     }
   }
@@ -112,8 +108,8 @@ async function start() {
       fails++;
     }
     polling = false;
-    // Economy images come back together, hours later: while nothing else moves, ask every 30 s.
-    next(fails ? Math.min(30000, 2000 * 2 ** fails) : document.hidden || upstreamOnly ? Math.max(10000, idle) : 2000);
+    // While only OpenAI works (economy), ask every 30 s.
+    next(fails ? Math.min(30000, 2000 * 2 ** fails) : upstreamOnly ? 30000 : document.hidden ? 10000 : 2000);
   }
 
   function itemText(item, now) {
@@ -125,7 +121,48 @@ async function start() {
     return `${text} ${secs} s` + (secs >= 60 ? ' · ' + t.tSlow : '');
   }
 
-  async function update({now = Date.now() / 1000, batch: b, counts, items, economy: job}) {
+  // Buttons, banners and counts from the state (the rules batch.html renders with).
+  function controls(b, n, items, left, refused) {
+    const failed = n('failed'), retry = failed - refused, held = n('held'), wait = n('queued') + held + n('waiting');
+    const short = b.credits_per_item > left, paused = b.status === 'paused', no = t.canGenerate !== '1';
+    const gone = items.filter(i => i.error_code === 'economy_expired' && i.status === 'failed').length;
+    const credits = gone * t.nowPrice, eco = b.speed === 'economy';
+    for (const [el, on] of Object.entries({
+      'batch-banner': paused && !!b.pause_message, 'credits-text': paused && b.pause_reason === 'no_credits',
+      'service-banner': b.pause_reason === 'service_paused', 'expired-banner': eco && gone > 0,
+      'economy-banner': eco && (n('waiting') > 0 || b.status === 'active' && n('queued') > 0),
+      'test-banner': held > 0, 'close-hint': b.status === 'active', 'short-text': short && (paused || retry > 0),
+      'retry-form': retry > 0, 'stop-form': b.status === 'active' && n('queued') + n('running') > 0,
+      'resume-form': paused, 'cancel-form': wait > 0, 'failed-filter': failed > 0
+    })) if ($(el)) $(el).hidden = !on;
+    for (const [el, text] of Object.entries({
+      'pause-text': b.pause_message || '', 'expired-text': plural('tExpired', gone, {credits}),
+      'now-button': plural('tNow', gone, {credits}), 'held-text': plural('tHeld', held, {credits: held * b.credits_per_item}),
+      'continue-button': plural('tContinue', held), 'short-text': fill(t.tShort, {left, per: b.credits_per_item}),
+      'retry-button': plural('tRetry', retry), 'cancel-button': plural('tCancel', wait),
+      'only-failed-label': plural('tOnlyFailed', failed)
+    })) if ($(el) && $(el).textContent !== text) $(el).textContent = text;
+    $('retry-button').disabled = no || short;
+    $('resume-button').disabled = no || short && b.pause_reason === 'no_credits';
+  }
+
+  // A failed row's form: retry, or edit and retry when refused.
+  function rowAction(row, item) {
+    const form = row.querySelector('.result-retry');
+    const want = item.status === 'failed' && (item.error_code === 'refused' ? 'edit' : 'retry');
+    if (form && (!want || form.classList.contains('result-edit') !== (want === 'edit'))) form.remove();
+    if (!want || !$(want + '-template') || row.querySelector('.result-retry')) return;
+    const copy = $(want + '-template').content.firstElementChild.cloneNode(true);
+    copy.action = copy.getAttribute('action').replace('/0/', `/${item.id}/`);
+    copy.innerHTML = copy.innerHTML.replaceAll('-0"', `-${item.id}"`);
+    const button = copy.querySelector('button'), field = copy.querySelector('textarea');
+    button.textContent = button.textContent.replace('{name}', item.file_name);
+    if (field) field.value = item.prompt;
+    row.append(copy);
+  }
+
+  async function update({now = Date.now() / 1000, batch: b, counts, items, economy: job, credits_left = Infinity,
+    refused = 0}) {
     const record = {
       id, createdAt: b.created_at, date: new Date(b.created_at * 1000).toISOString().slice(0, 10),
       model: b.model, ratio: b.ratio, quality: b.quality, format: b.image_format, width: b.width,
@@ -134,7 +171,6 @@ async function start() {
         finalPrompt: i.final_prompt, status: i.status, error: i.error}))
     };
     const json = JSON.stringify(record);
-    // Kept only once this browser has (or is about to get) an image of the batch.
     if (storable && json !== saved && (stored.size || items.some(i => i.status === 'done'))) {
       try {
         await putBatch(record);
@@ -151,6 +187,7 @@ async function start() {
         row.dataset.status = item.status;
         row.querySelector('.result-status').textContent = itemText(item, now);
         row.querySelector('.result-error').textContent = item.error || '';
+        rowAction(row, item);
       }
       if (item.status === 'done' && (storable || stored.has(item.id)) && !busyItems.has(item.id)) {
         busyItems.add(item.id);
@@ -161,6 +198,7 @@ async function start() {
 
     const n = k => counts[k] || 0, done = n('done') + n('delivered'), total = b.item_count;
     const settled = SETTLED.reduce((sum, k) => sum + n(k), 0);
+    controls(b, n, items, credits_left, refused);
     const counter = fill(t.tCounter, {total, done, failed: n('failed'), running: n('running')});
     $('batch-counter').textContent = counter;
     const progress = $('batch-progress');
@@ -168,25 +206,27 @@ async function start() {
     progress.value = settled;
     progress.textContent = `${settled}/${total}`;
 
-    // Time left, from the pace of the images finished so far.
+    // Time so far, and time left at the pace so far.
     const finished = items.filter(i => i.finished_at && (i.status === 'done' || i.status === 'delivered'));
     const last = Math.max(...finished.map(i => i.finished_at));
     const left = b.status === 'active' ? total - settled : 0;
-    let eta = '';
-    if (left > 0 && finished.length && last > b.created_at) {
-      const secs = left * (last - b.created_at) / finished.length;
-      eta = fill(t.tEta, {
-        min: Math.ceil(secs / 60),
-        time: new Date(Date.now() + secs * 1000).toLocaleTimeString(lang, {hour: '2-digit', minute: '2-digit'})
-      });
+    const parts = [];
+    if (left > 0) {
+      const secs = Math.max(0, Math.round(now - b.created_at));
+      parts.push(fill(t.tElapsed, {time: secs < 60 ? `${secs} s` : `${Math.floor(secs / 60)} min`}));
     }
+    if (left > 0 && finished.length && last > b.created_at) {
+      const secs = left * (last - b.created_at) / finished.length, min = Math.ceil(secs / 60);
+      parts.push(plural('tEta', min, {
+        time: new Date(Date.now() + secs * 1000).toLocaleTimeString(lang, {hour: '2-digit', minute: '2-digit'})
+      }));
+    }
+    const eta = parts.join(' · ');
     $('batch-eta').textContent = eta;
     $('batch-eta').hidden = !eta;
 
-    const working = items.some(i => i.status === 'queued' || i.status === 'running' || i.status === 'waiting'
-      || (i.status === 'held' && b.status === 'active'));
-    upstreamOnly = items.some(i => i.status === 'waiting') && !items.some(i => i.status === 'queued'
-      || i.status === 'running' || i.status === 'done');
+    const working = n('queued') + n('running') + n('waiting') > 0 || n('held') > 0 && b.status === 'active';
+    upstreamOnly = n('waiting') > 0 && !(n('queued') + n('running') + n('done'));
     const upstream = $('economy-progress');
     if (upstream && job && job.total) {
       upstream.textContent = ['finalizing', 'completed'].includes(job.status) ? t.tUpstreamFinishing
@@ -195,7 +235,7 @@ async function start() {
     const collecting = storable && (pending.length || fetching || items.some(i => i.status === 'done'));
     over = (b.status === 'done' || b.status === 'cancelled') && !working && !collecting;
 
-    // Announce progress to screen readers when the done count moves (at most every 10 s) and at the end.
+    // Tell screen readers of progress (every 10 s at most) and the end.
     const live = $('batch-live');
     if (liveDone < 0) liveDone = done;
     else if (over ? live.textContent !== counter : done !== liveDone && Date.now() - liveAt >= 10000) {
@@ -204,18 +244,12 @@ async function start() {
       liveAt = Date.now();
     }
 
-    // The server-rendered controls follow the status: reload once it changed and the images are safe.
-    if (b.status !== rendered && !collecting && !zip.disabled && sessionStorage.getItem(key) !== b.status) {
-      sessionStorage.setItem(key, b.status);
-      location.reload();
-    }
   }
 
   zipButton(zip, $('zip-status'), id, t);
   addEventListener('online', () => { notice(storable ? '' : t.tStorage); next(0); });
   addEventListener('offline', () => notice(t.tOffline));
   document.addEventListener('visibilitychange', () => {
-    // Back from freeing space (in the library, say): try storing again.
     if (!document.hidden && !storable) {
       storable = true;
       notice('');
@@ -225,7 +259,7 @@ async function start() {
   });
 
   try {
-    await adopt([id]); // the server showed this page to its owner: older rows of the batch are theirs
+    await adopt([id]); // the owner's page: this batch's older rows are theirs
     stored = await imageKeys(id);
     if (stored.size) zip.hidden = false;
     imagesOf(id).then(images => images.forEach(im => thumb(im.itemId, im.blob, im.name)), () => {});

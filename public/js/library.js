@@ -19,6 +19,18 @@ function start() {
   const t = root.dataset, list = $('library-list'), empty = $('library-empty');
   const number = new Intl.NumberFormat(lang, {minimumFractionDigits: 1, maximumFractionDigits: 1});
   const size = bytes => bytes >= 1e9 ? number.format(bytes / 1e9) + ' GB' : number.format(bytes / 1e6) + ' MB';
+  // The card's title in the plural form the page's language takes for n (data-t-title-one, -other...).
+  const plural = new Intl.PluralRules(lang);
+  const titled = (id, n) => {
+    const form = plural.select(n);
+    return fill(t['tTitle' + form[0].toUpperCase() + form.slice(1)] || t.tTitleOther, {id, n});
+  };
+  let labels = {};
+  try {
+    labels = JSON.parse(t.modelLabels || '{}');
+  } catch {
+    // a model then shows its id
+  }
 
   // The server-rendered #library-empty (with its link) is kept as is.
   const showEmpty = () => { empty.hidden = list.children.length > 0; };
@@ -42,11 +54,16 @@ function start() {
     item.dataset.batchId = batch.id;
     title.id = 'library-' + batch.id;
     link.href = '/batches/' + batch.id;
-    link.textContent = `${new Date(batch.createdAt * 1000).toLocaleDateString(lang)} · #${batch.id}`;
+    link.textContent = titled(batch.id, images.length);
     title.append(link);
 
-    const facts = [fill(t.tImages, {n: images.length}), size(bytes), batch.model, batch.ratio,
-      batch.format === 'jpeg' ? 'JPG' : 'PNG'];
+    // The date in the page's language, the model's label, the pixel size, the format and the bytes kept here.
+    const facts = el('p', 'library-facts'), made = new Date(batch.createdAt * 1000), day = el('time');
+    day.dateTime = made.toISOString().slice(0, 10);
+    day.textContent = made.toLocaleDateString(lang, {dateStyle: 'medium'});
+    facts.append(day, ' · ' + [Object.hasOwn(labels, batch.model) ? labels[batch.model] : batch.model,
+      batch.width ? `${batch.width}×${batch.height}` : batch.ratio, batch.format === 'jpeg' ? 'JPG' : 'PNG',
+      size(bytes)].join(' · '));
     const thumbs = el('div', 'library-thumbs');
     for (const im of images.filter(im => im.blob).slice(0, 4)) {
       const img = el('img');
@@ -79,7 +96,9 @@ function start() {
       storage();
     });
 
-    item.append(title, el('p', 'library-facts', facts.join(' · ')), thumbs, zip, ' ', del, ' ', status);
+    const actions = el('div', 'library-actions');
+    actions.append(zip, del, status);
+    item.append(title, facts, thumbs, actions);
     return item;
   }
 

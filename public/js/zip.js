@@ -18,16 +18,16 @@ function cell(value) {
   return '"' + s.replace(/"/g, '""') + '"';
 }
 
-// manifest.csv for a batch record; `names` holds the file names packed in the ZIP.
+// manifest.csv for a batch record; `names` holds the file names packed in the ZIP. `line`: the prompt's position.
 export function manifestCsv(batch, names) {
   const packed = new Set(names);
-  const rows = [['file_name', 'prompt', 'final_prompt', 'model', 'size', 'format', 'status']];
+  const rows = [['line', 'file_name', 'prompt', 'final_prompt', 'model', 'size', 'format', 'status']];
   for (const item of [...batch.items].sort((a, b) => a.position - b.position)) {
     // An image not in the ZIP says why: its status ("missing" when done but not kept here) and error.
     const status = packed.has(item.name) ? 'done'
       : (item.status === 'done' ? 'missing' : item.status) + (item.error ? ': ' + item.error : '');
-    rows.push([item.name, item.prompt, item.finalPrompt, batch.model, `${batch.width}x${batch.height}`,
-      batch.format, status]);
+    rows.push([item.position, item.name, item.prompt, item.finalPrompt, batch.model,
+      `${batch.width}x${batch.height}`, batch.format, status]);
   }
   return '\ufeff' + rows.map(r => r.map(cell).join(',')).join('\r\n') + '\r\n';
 }
