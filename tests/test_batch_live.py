@@ -198,3 +198,73 @@ def test_without_javascript_the_page_shows_the_same_truth_on_each_load(browser, 
         assert page.locator("noscript").count() >= 1
     finally:
         context.close()
+
+
+def test_cancel_midway_and_an_economy_batch_from_waiting_to_expired_to_made_now(page, site, fake_openai):  # noqa: F811
+    base, app = site
+    fake_openai.latency = 6.0
+    sign_in_page(page, base, app)
+    batch_id = start_batch(page, base, [f"image {n}" for n in range(7)])
+    check(page, batch_id)
+    page.click("#cancel-button")
+    page.wait_for_url(f"{base}/batches/{batch_id}")
+    state = check(page, batch_id)
+    assert state["counts"].get("cancelled", 0) > 0 and not page.locator("#cancel-form").is_visible()
+
+    fake_openai.latency = 0.2
+    fake_openai.batch_pace = {"validating": 2.0, "per_request": 3.0, "finalizing": 0.5, "cancelling": 0.1}
+    fake_openai.batch_expire_after_requests = 1  # one image made, the other two never within the window
+    economy_id = start_batch(page, base, ["a fox", "a whale", "a boat"], speed="economy")
+    page.wait_for_function("() => /\\d/.test(document.querySelector('#economy-progress').textContent)",
+                           timeout=TIMEOUT)
+    state = check(page, economy_id)
+    assert state["counts"].get("waiting", 0) == 3 and page.locator("#economy-banner").is_visible()
+    page.wait_for_function("() => !document.querySelector('#expired-banner').hidden", timeout=TIMEOUT)
+    state = check(page, economy_id)
+    assert page.locator("#expired-banner").is_visible() and "2" in page.text_content("#now-button")
+    shot(page, "53-batch-economy-expired-es")
+    page.click("#now-button")
+    page.wait_for_url(f"{base}/batches/{economy_id}")
+    page.wait_for_function("() => document.querySelector('#batch-progress').value === 3 && "
+                           "document.querySelector('#expired-banner').hidden", timeout=TIMEOUT)
+    state = check(page, economy_id)
+    assert state["batch"]["speed"] == "now" and state["counts"].get("failed", 0) == 0
+    assert csp_problems(page) == [] and errors(page) == [], page.problems
+
+
+def test_screenshots_in_english_mid_run_at_the_end_and_the_review_short_of_credits(browser, site, fake_openai):  # noqa: F811
+    base, app = site
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        fake_openai.latency = 4.0
+        sign_in_page(page, base, app, balance=7)
+        page.goto(f"{base}/lang/en?next=/generate")
+        page.fill("#prompts", "\n".join(f"image {n}" for n in range(5)))  # 10 credits, 7 left
+        page.check("input[name=quality][value='low']")
+        page.check("input[name=ratio][value='1:1']")
+        page.click("#review-button")
+        assert page.locator("#start-button").is_disabled()
+        accessible(page)
+        shot(page, "54-review-short-of-credits-en")
+        page.goto(f"{base}/lang/es?next=/generate")
+        page.fill("#prompts", "\n".join(f"image {n}" for n in range(5)))
+        page.check("input[name=quality][value='low']")
+        page.click("#review-button")
+        shot(page, "54-review-short-of-credits-es")
+        page.goto(f"{base}/lang/en?next=/generate")
+        page.fill("#prompts", "\n".join(f"image {n}" for n in range(3)))
+        page.check("input[name=quality][value='low']")
+        page.click("#review-button")
+        page.click("#start-button")
+        page.wait_for_url(f"{base}/batches/*")
+        page.wait_for_function("() => document.querySelectorAll('.result[data-status=running]').length > 0",
+                               timeout=TIMEOUT)
+        shot(page, "55-batch-running-en")
+        fake_openai.latency = 0.2
+        page.wait_for_function("() => document.querySelector('#batch-progress').value === 3", timeout=TIMEOUT)
+        page.wait_for_selector("#zip-button:not([hidden])", timeout=TIMEOUT)
+        accessible(page)
+        shot(page, "56-batch-done-en")
+    finally:
+        context.close()
