@@ -33,8 +33,9 @@ def test_every_plural_message_reads_right_at_0_1_and_2_in_both_languages():
                 text = translations[lang].ngettext(singular, plural, n)
                 # The counting variable takes n; any other number (credits, a total) a neutral 7.
                 names = set(PLACEHOLDER.findall(text))
-                filled = text % {name: n if name in ("count", "num") else 7 for name in names} if names else text
-                filled = re.sub(r"\{(\w+)\}", lambda m: str(n) if m.group(1) == "n" else "7", filled)
+                values = {name: n if name in ("count", "num") else 7 for name in names}
+                filled = text % values if names else text
+                filled = re.sub(r"\{(\w+)\}", lambda m, n=n: str(n) if m.group(1) == "n" else "7", filled)
                 assert not WRONG_ONE.search(filled), (lang, n, filled)
                 if lang == "es" and n == 1:
                     assert text == message.string[0], (singular, text)
