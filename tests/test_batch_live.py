@@ -268,3 +268,21 @@ def test_screenshots_in_english_mid_run_at_the_end_and_the_review_short_of_credi
         shot(page, "56-batch-done-en")
     finally:
         context.close()
+
+
+def test_a_failed_image_is_retried_from_the_page_and_the_controls_follow(page, site, fake_openai):  # noqa: F811
+    base, app = site
+    fake_openai.latency = 0.1
+    fake_openai.fail_next("server_error", count=3)  # the first image's three attempts all fail: it is refunded
+    sign_in_page(page, base, app)
+    batch_id = start_batch(page, base, ["a lighthouse"])
+    page.wait_for_function("() => !document.querySelector('#retry-form').hidden", timeout=TIMEOUT)
+    state = check(page, batch_id)
+    assert state["counts"] == {"failed": 1} and state["refused"] == 0
+    assert page.locator("#results .result-retry:not(.result-edit)").count() == 1
+    page.click("#retry-button")
+    page.wait_for_url(f"{base}/batches/{batch_id}")
+    page.wait_for_function("() => document.querySelector('#batch-progress').value === 1 && "
+                           "document.querySelector('#retry-form').hidden", timeout=TIMEOUT)
+    state = check(page, batch_id)
+    assert state["counts"].get("failed", 0) == 0 and page.locator("#results .result-retry").count() == 0
