@@ -38,13 +38,15 @@ def cmd_cleanup(settings) -> int:
     conn = database.connect()
     now = int(time.time())
     try:
-        from services import auth, batches
+        from services import admin, auth, batches
 
         removed = sessions.purge_expired(conn, settings, now)
         flows = auth.purge(conn, now)
         # Stripe retries a webhook for three days; a month of applied event ids is plenty.
         events = db.stripe_events_delete_before(conn, now - 30 * 86400)
         expired, orphans, leases = worker.cleanup(conn, settings, now)
+        # The console's daily figures are rolled up first, so deleting old items takes nothing from them.
+        admin.rollup(conn, now)
         # Prompts are personal data: a finished batch is kept BATCH_HISTORY_DAYS, then deleted with its items.
         history = batches.purge_history(conn, settings.results_dir, now - settings.batch_history_days * 86400)
     finally:

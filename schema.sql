@@ -1,5 +1,5 @@
 -- images-in-bulk: the MariaDB schema (the production truth). Run it with `python cli.py initdb`.
--- schema-version: 10
+-- schema-version: 11
 --
 -- Its SQLite twin is schema.sqlite.sql; tests/test_schema.py keeps the two in step.
 -- Times are Unix seconds. Changes after version 1 come as numbered files in migrations/.
@@ -117,6 +117,7 @@ CREATE TABLE IF NOT EXISTS credit_ledger (
   created_at BIGINT NOT NULL,
   UNIQUE KEY uq_credit_ledger_reference (reason, reference),
   KEY ix_credit_ledger_user (user_id, id),
+  KEY ix_credit_ledger_created (created_at),
   CONSTRAINT fk_credit_ledger_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 
@@ -264,4 +265,26 @@ CREATE TABLE IF NOT EXISTS admin_audit (
   created_at BIGINT NOT NULL,
   KEY ix_admin_audit_target (target_user_id, id),
   KEY ix_admin_audit_created (created_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- The owner's console: closed days rolled up (images, and the ledger), today read live.
+CREATE TABLE IF NOT EXISTS daily_images (
+  day BIGINT NOT NULL,
+  model VARCHAR(64) NOT NULL,
+  speed VARCHAR(8) NOT NULL,
+  outcome VARCHAR(32) NOT NULL,
+  images INT NOT NULL,
+  credits BIGINT NOT NULL,
+  input_tokens BIGINT NOT NULL,
+  output_tokens BIGINT NOT NULL,
+  estimated_credits BIGINT NOT NULL,
+  PRIMARY KEY (day, model, speed, outcome)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+CREATE TABLE IF NOT EXISTS daily_credits (
+  day BIGINT NOT NULL,
+  reason VARCHAR(32) NOT NULL,
+  positive SMALLINT NOT NULL,
+  delta BIGINT NOT NULL,
+  PRIMARY KEY (day, reason, positive)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

@@ -1,5 +1,5 @@
 -- images-in-bulk: the SQLite twin of schema.sql (the embedded default and the local demo).
--- schema-version: 10
+-- schema-version: 11
 --
 -- Keep it in step with schema.sql: same tables, columns, nullability and unique keys
 -- (tests/test_schema.py compares them). Times are Unix seconds.
@@ -106,6 +106,7 @@ CREATE TABLE IF NOT EXISTS credit_ledger (
   UNIQUE (reason, reference)
 );
 CREATE INDEX IF NOT EXISTS ix_credit_ledger_user ON credit_ledger (user_id, id);
+CREATE INDEX IF NOT EXISTS ix_credit_ledger_created ON credit_ledger (created_at);
 
 CREATE TABLE IF NOT EXISTS stripe_events (
   id TEXT NOT NULL PRIMARY KEY,
@@ -248,3 +249,25 @@ CREATE TABLE IF NOT EXISTS admin_audit (
 CREATE INDEX IF NOT EXISTS ix_admin_audit_target ON admin_audit (target_user_id, id);
 
 CREATE INDEX IF NOT EXISTS ix_admin_audit_created ON admin_audit (created_at);
+
+-- The owner's console: closed days rolled up (images, and the ledger), today read live.
+CREATE TABLE IF NOT EXISTS daily_images (
+  day INTEGER NOT NULL,
+  model TEXT NOT NULL,
+  speed TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  images INTEGER NOT NULL,
+  credits INTEGER NOT NULL,
+  input_tokens INTEGER NOT NULL,
+  output_tokens INTEGER NOT NULL,
+  estimated_credits INTEGER NOT NULL,
+  PRIMARY KEY (day, model, speed, outcome)
+);
+
+CREATE TABLE IF NOT EXISTS daily_credits (
+  day INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  positive INTEGER NOT NULL,
+  delta INTEGER NOT NULL,
+  PRIMARY KEY (day, reason, positive)
+);

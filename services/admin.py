@@ -115,9 +115,12 @@ def overview(conn: db.Connection, settings: Settings, catalog_raw: dict, now: in
     chart_from = day_start(now) - (CHART_DAYS - 1) * DAY
     since = min(first_month, chart_from)
 
+    rollup(conn, now)
+    today = day_start(now)
     money_by_day = db.admin_money_by_day(conn, since)
-    cost_rows = db.admin_images_cost(conn, since)
-    ledger_rows = db.admin_credits_by_day(conn, since)
+    image_rows = db.admin_rolled_images(conn, since) + db.admin_images_by_day(conn, today, today + DAY)
+    cost_rows = [row for row in image_rows if row["outcome"] == "made"]
+    ledger_rows = db.admin_rolled_credits(conn, since) + db.admin_credits_by_day(conn, today, today + DAY)
 
     months = []
     for back in range(MONTHS - 1, -1, -1):
@@ -158,12 +161,11 @@ def overview(conn: db.Connection, settings: Settings, catalog_raw: dict, now: in
         if int(row["day"]) in cost_per_day:
             cost_per_day[int(row["day"])] += cost_usd([row], prices, credit)
     outcomes = {d: dict.fromkeys(OUTCOMES, 0) for d in days}
-    for row in db.admin_outcomes_by_day(conn, chart_from):
+    for row in image_rows:
         day = int(row["day"])
-        if day in outcomes:
-            key = "done" if row["status"] != "failed" else (row["error_code"] if row["error_code"] in OUTCOMES
-                                                             else "other")
-            outcomes[day][key] += int(row["n"])
+        if day in outcomes and row["outcome"] != "cancelled":
+            key = "done" if row["outcome"] == "made" else row["outcome"] if row["outcome"] in OUTCOMES else "other"
+            outcomes[day][key] += int(row["images"])
 
     return {
         "now": now,
@@ -180,6 +182,36 @@ def overview(conn: db.Connection, settings: Settings, catalog_raw: dict, now: in
         "queue": queue(conn, settings, now),
         "operator_events": operator_events(settings.var_dir / "log"),
     }
+
+
+ROLLUP = "rollup_through"  # worker_state: the UTC midnight up to which closed days are rolled up
+
+
+def rollup(conn: db.Connection, now: int) -> int:
+    """Roll every closed day not rolled up yet into the daily tables (the console reads them); how many days.
+
+    Closed days change no more (an image's or a ledger line's time is when it happened), so each is
+    read from the items and the ledger once: the figures stay fast with millions of rows and
+    survive the purge of old batches (`cli.py cleanup` rolls up before it deletes). Two runs at
+    once queue on the state row; a day rolled up twice is replaced, not doubled.
+    """
+    today = day_start(now)
+    if db.worker_state_get(conn, ROLLUP) is None:
+        db.worker_state_set(conn, ROLLUP, "", now)
+    with conn.transaction():
+        raw = db.worker_state_get(conn, ROLLUP, lock=True) or ""
+        if raw.isdigit():
+            start = int(raw)
+        else:
+            first = db.admin_first_day(conn)
+            start = day_start(int(first)) if first is not None else today
+        if start >= today:
+            if not raw.isdigit():
+                db.worker_state_set(conn, ROLLUP, str(today), now)
+            return 0
+        db.admin_rollup(conn, start, today)
+        db.worker_state_set(conn, ROLLUP, str(today), now)
+    return (today - start) // DAY
 
 
 def _money(rows: Iterable[dict]) -> Money:

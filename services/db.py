@@ -1193,29 +1193,58 @@ def admin_money_by_day(conn: Connection, since: int) -> list[dict]:
                     "FROM invoices WHERE paid_at >= ? GROUP BY paid_at - paid_at % 86400, currency", (since,))
 
 
-def admin_images_cost(conn: Connection, since: int) -> list[dict]:
-    """Generated images per day, model and speed: count, credits, tokens, and the credits of those without usage."""
-    return conn.all(
-        "SELECT i.finished_at - i.finished_at % 86400 AS day, b.model, b.speed, COUNT(*) AS images, "
-        "SUM(i.charged) AS credits, SUM(i.input_tokens) AS input_tokens, SUM(i.output_tokens) AS output_tokens, "
-        "SUM(CASE WHEN i.output_tokens IS NULL THEN i.charged ELSE 0 END) AS estimated_credits "
-        "FROM batch_items i JOIN batches b ON b.id = i.batch_id "
-        "WHERE i.finished_at >= ? AND i.status IN ('done', 'delivered', 'expired') "
-        "GROUP BY i.finished_at - i.finished_at % 86400, b.model, b.speed", (since,))
+# An image's outcome in the daily figures: made (done, delivered or expired later: it was made), cancelled, or
+# the failure's code.
+_OUTCOME = ("CASE WHEN i.status IN ('done', 'delivered', 'expired') THEN 'made' WHEN i.status = 'failed' "
+            "THEN COALESCE(i.error_code, 'other') ELSE i.status END")
+_IMAGES_BY_DAY = (
+    f"SELECT i.finished_at - i.finished_at % 86400 AS day, b.model, b.speed, {_OUTCOME} AS outcome, "
+    "COUNT(*) AS images, COALESCE(SUM(i.charged), 0) AS credits, COALESCE(SUM(i.input_tokens), 0) AS input_tokens, "
+    "COALESCE(SUM(i.output_tokens), 0) AS output_tokens, "
+    "COALESCE(SUM(CASE WHEN i.output_tokens IS NULL THEN i.charged ELSE 0 END), 0) AS estimated_credits "
+    "FROM batch_items i JOIN batches b ON b.id = i.batch_id WHERE i.finished_at >= ? AND i.finished_at < ? "
+    "AND i.status IN ('done', 'delivered', 'expired', 'failed', 'cancelled') "
+    f"GROUP BY i.finished_at - i.finished_at % 86400, b.model, b.speed, {_OUTCOME}")
+_CREDITS_BY_DAY = ("SELECT created_at - created_at % 86400 AS day, reason, CASE WHEN delta > 0 THEN 1 ELSE 0 END "
+                   "AS positive, SUM(delta) AS delta FROM credit_ledger WHERE created_at >= ? AND created_at < ? "
+                   "GROUP BY created_at - created_at % 86400, reason, CASE WHEN delta > 0 THEN 1 ELSE 0 END")
 
 
-def admin_credits_by_day(conn: Connection, since: int) -> list[dict]:
-    """The ledger's sum per UTC day, reason and sign since a time."""
-    return conn.all("SELECT created_at - created_at % 86400 AS day, reason, SUM(delta) AS delta FROM credit_ledger "
-                    "WHERE created_at >= ? GROUP BY created_at - created_at % 86400, reason, "
-                    "CASE WHEN delta > 0 THEN 1 ELSE 0 END", (since,))
+def admin_images_by_day(conn: Connection, since: int, until: int) -> list[dict]:
+    """Finished images per UTC day, model, speed and outcome between two times, from the items themselves."""
+    return conn.all(_IMAGES_BY_DAY, (since, until))
 
 
-def admin_outcomes_by_day(conn: Connection, since: int) -> list[dict]:
-    """Finished images per UTC day by status and failure reason since a time."""
-    return conn.all("SELECT finished_at - finished_at % 86400 AS day, status, error_code, COUNT(*) AS n "
-                    "FROM batch_items WHERE finished_at >= ? AND status IN ('done', 'delivered', 'expired', "
-                    "'failed') GROUP BY finished_at - finished_at % 86400, status, error_code", (since,))
+def admin_credits_by_day(conn: Connection, since: int, until: int) -> list[dict]:
+    """The ledger's sum per UTC day, reason and sign between two times, from the ledger itself."""
+    return conn.all(_CREDITS_BY_DAY, (since, until))
+
+
+def admin_first_day(conn: Connection) -> int | None:
+    """The earliest time an image finished or a ledger line was written (where the rollups start), or None."""
+    found = [t for t in (conn.scalar("SELECT MIN(finished_at) AS t FROM batch_items"),
+                         conn.scalar("SELECT MIN(created_at) AS t FROM credit_ledger")) if t is not None]
+    return min(found) if found else None
+
+
+def admin_rollup(conn: Connection, since: int, until: int) -> None:
+    """Roll the closed days between two UTC midnights up into daily_images and daily_credits (replacing them)."""
+    conn.execute("DELETE FROM daily_images WHERE day >= ? AND day < ?", (since, until))
+    conn.execute("DELETE FROM daily_credits WHERE day >= ? AND day < ?", (since, until))
+    conn.execute("INSERT INTO daily_images (day, model, speed, outcome, images, credits, input_tokens, output_tokens, "
+                 "estimated_credits) " + _IMAGES_BY_DAY, (since, until))
+    conn.execute("INSERT INTO daily_credits (day, reason, positive, delta) " + _CREDITS_BY_DAY, (since, until))
+
+
+def admin_rolled_images(conn: Connection, since: int) -> list[dict]:
+    """The rolled-up images per day, model, speed and outcome since a time."""
+    return conn.all("SELECT day, model, speed, outcome, images, credits, input_tokens, output_tokens, "
+                    "estimated_credits FROM daily_images WHERE day >= ?", (since,))
+
+
+def admin_rolled_credits(conn: Connection, since: int) -> list[dict]:
+    """The rolled-up ledger per day, reason and sign since a time."""
+    return conn.all("SELECT day, reason, positive, delta FROM daily_credits WHERE day >= ?", (since,))
 
 
 _LATEST_SUBSCRIPTION = ("s.id = (SELECT MAX(s2.id) FROM subscriptions s2 WHERE s2.user_id = s.user_id)")

@@ -309,3 +309,33 @@ def test_spanish_console(console, conn):
     client.set_cookie("lang", "es")
     page = client.get("/admin").text
     assert "Ingresos" in page and "Suscriptores" in page
+
+
+def test_closed_days_are_rolled_up_once_and_survive_the_purge_of_their_batches(console, conn, database):
+    now = int(time.time())
+    today = admin.day_start(now)
+    ana = make_subscriber(conn, name="Ana", email="a@example.com")
+    batch_id, items = make_batch(conn, ana, ["one", "two", "three", "four"])
+    settle_item(conn, items[0], "done", today - 86400 + 60, tokens=(100, 7024))  # yesterday
+    settle_item(conn, items[1], "failed", today - 86400 + 120, charged=0, error_code="refused")
+    settle_item(conn, items[2], "delivered", today - 5 * 86400, tokens=(100, 7024))  # five days ago
+    settle_item(conn, items[3], "done", today + 30, tokens=(100, 7024))  # today: read live
+    before = admin.overview(conn, console.settings, TEST_CATALOG_RAW(), now)
+    assert conn.scalar("SELECT COUNT(*) AS n FROM daily_images") >= 3
+    assert admin.rollup(conn, now) == 0  # nothing new to roll up: the same call again does nothing
+    assert before["outcomes"][-1]["done"] == 1 and before["outcomes"][-2] == {**dict.fromkeys(admin.OUTCOMES, 0),
+                                                                             "done": 1, "refused": 1}
+    assert before["outcomes"][-6]["done"] == 1
+    # A second process rolling up at the same time changes nothing either (the state row is locked).
+    other = database.connect()
+    try:
+        assert admin.rollup(other, now) == 0
+    finally:
+        other.close()
+    # The batch goes (its owner deletes it, or the history is purged): the figures of closed days stay.
+    conn.execute("UPDATE batches SET status = 'done' WHERE id = ?", (batch_id,))
+    assert batches.delete_history(conn, console.settings.results_dir, ana) == 1
+    after = admin.overview(conn, console.settings, TEST_CATALOG_RAW(), now)
+    assert after["outcomes"][:-1] == before["outcomes"][:-1] and after["outcomes"][-1]["done"] == 0
+    assert after["cost_per_day"][:-1] == before["cost_per_day"][:-1]
+    assert after["this_month"]["credits_granted"] == before["this_month"]["credits_granted"]
