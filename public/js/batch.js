@@ -154,7 +154,7 @@ async function start() {
     if (!want || !$(want + '-template') || row.querySelector('.result-retry')) return;
     const copy = $(want + '-template').content.firstElementChild.cloneNode(true);
     copy.action = copy.getAttribute('action').replace('/0/', `/${item.id}/`);
-    copy.innerHTML = copy.innerHTML.replaceAll('-0"', `-${item.id}"`);
+    copy.innerHTML = copy.innerHTML.replaceAll('"edit-0"', `"edit-${item.id}"`);
     const button = copy.querySelector('button'), field = copy.querySelector('textarea');
     button.textContent = button.textContent.replace('{name}', item.file_name);
     if (field) field.value = item.prompt;
