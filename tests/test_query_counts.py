@@ -1,0 +1,68 @@
+"""How many SQL statements each subscriber page and the batch poll run, on both engines: a regression shows.
+
+The counts are what the pages cost today (one query per thing shown, none per row); lowering one is
+welcome and means updating its number here, raising one needs a reason.
+"""
+
+import pytest
+
+from services import db
+from tests.conftest import make_subscriber, openai_settings, signed_in_client
+from tests.test_studio import FORM, hidden_fields
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Count every statement a Connection runs (the call goes through unchanged)."""
+    calls = []
+    original = db.Connection._run
+
+    def run(self, sql, params=()):
+        calls.append(sql)
+        return original(self, sql, params)
+
+    monkeypatch.setattr(db.Connection, "_run", run)
+    return calls
+
+
+@pytest.fixture
+def studio(make_app, database, fake_openai):
+    return make_app(**openai_settings(fake_openai), WORKER_LAUNCH="none")
+
+
+def queries(calls, action) -> int:
+    """How many statements one request runs."""
+    calls.clear()
+    response = action()
+    assert response.status_code in (200, 303), response.status_code
+    return len(calls)
+
+
+def test_query_counts_per_page_do_not_grow_with_the_items(studio, conn, counted):
+    user = make_subscriber(conn)
+    client, token = signed_in_client(studio, conn, user)
+    client.set_cookie("lang", "en")
+    small = client.post("/batches", data=hidden_fields(client.post(
+        "/generate/review", data={**FORM, "names": "", "csrf_token": token}).text)).headers["Location"]
+    big = client.post("/batches", data=hidden_fields(client.post(
+        "/generate/review", data={**FORM, "names": "", "prompts": "\n".join(f"p{n}" for n in range(100)),
+                                  "csrf_token": token}).text)).headers["Location"]
+    small_id, big_id = (int(url.rsplit("/", 1)[1]) for url in (small, big))
+    figures = {
+        "account": queries(counted, lambda: client.get("/account")),
+        "compose": queries(counted, lambda: client.get("/generate")),
+        "library": queries(counted, lambda: client.get("/library")),
+        "batch page, 4 items": queries(counted, lambda: client.get(f"/batches/{small_id}")),
+        "batch page, 100 items": queries(counted, lambda: client.get(f"/batches/{big_id}")),
+        "poll, 4 items": queries(counted, lambda: client.get(f"/api/batches/{small_id}")),
+        "poll, 100 items": queries(counted, lambda: client.get(f"/api/batches/{big_id}")),
+    }
+    # No query per item: 4 items and 100 cost the same.
+    assert figures["batch page, 4 items"] == figures["batch page, 100 items"], figures
+    assert figures["poll, 4 items"] == figures["poll, 100 items"], figures
+    assert figures == EXPECTED, figures
+
+
+# Measured 2026-12-02, without ADMIN_EMAILS (an owner check adds one query to every signed-in page).
+EXPECTED = {"account": 7, "compose": 4, "library": 8, "batch page, 4 items": 9, "batch page, 100 items": 9,
+            "poll, 4 items": 6, "poll, 100 items": 6}
