@@ -202,10 +202,11 @@ def test_without_javascript_the_page_shows_the_same_truth_on_each_load(browser, 
 
 def test_cancel_midway_and_an_economy_batch_from_waiting_to_expired_to_made_now(page, site, fake_openai):  # noqa: F811
     base, app = site
-    fake_openai.latency = 6.0
+    fake_openai.latency = 30.0  # the first images hang in their calls: the rest stay queued until Cancel
     sign_in_page(page, base, app)
     batch_id = start_batch(page, base, [f"image {n}" for n in range(7)])
-    check(page, batch_id)
+    state = check(page, batch_id)
+    assert state["counts"].get("queued", 0) > 0 and page.locator("#cancel-button").is_visible()
     page.click("#cancel-button")
     page.wait_for_url(f"{base}/batches/{batch_id}")
     state = check(page, batch_id)
