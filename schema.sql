@@ -1,5 +1,5 @@
 -- images-in-bulk: the MariaDB schema (the production truth). Run it with `python cli.py initdb`.
--- schema-version: 11
+-- schema-version: 12
 --
 -- Its SQLite twin is schema.sqlite.sql; tests/test_schema.py keeps the two in step.
 -- Times are Unix seconds. Changes after version 1 come as numbered files in migrations/.
@@ -168,6 +168,7 @@ CREATE TABLE IF NOT EXISTS batches (
   last_started_ms BIGINT NOT NULL DEFAULT 0,
   created_at BIGINT NOT NULL,
   updated_at BIGINT NOT NULL,
+  change_seq BIGINT NOT NULL DEFAULT 1,
   UNIQUE KEY uq_batches_request (user_id, request_token),
   KEY ix_batches_status (status),
   CONSTRAINT fk_batches_user FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE
@@ -200,9 +201,11 @@ CREATE TABLE IF NOT EXISTS batch_items (
   created_at BIGINT NOT NULL,
   started_at BIGINT NULL,
   finished_at BIGINT NULL,
+  changed_seq BIGINT NOT NULL DEFAULT 1,
   UNIQUE KEY uq_batch_items_position (batch_id, position),
   KEY ix_batch_items_status (status, lease_until),
   KEY ix_batch_items_finished (finished_at),
+  KEY ix_batch_items_changed (batch_id, changed_seq),
   CONSTRAINT fk_batch_items_batch FOREIGN KEY (batch_id) REFERENCES batches (id) ON DELETE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
 

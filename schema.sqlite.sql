@@ -1,5 +1,5 @@
 -- images-in-bulk: the SQLite twin of schema.sql (the embedded default and the local demo).
--- schema-version: 11
+-- schema-version: 12
 --
 -- Keep it in step with schema.sql: same tables, columns, nullability and unique keys
 -- (tests/test_schema.py compares them). Times are Unix seconds.
@@ -152,6 +152,7 @@ CREATE TABLE IF NOT EXISTS batches (
   last_started_ms INTEGER NOT NULL DEFAULT 0,
   created_at INTEGER NOT NULL,
   updated_at INTEGER NOT NULL,
+  change_seq INTEGER NOT NULL DEFAULT 1,
   UNIQUE (user_id, request_token)
 );
 CREATE INDEX IF NOT EXISTS ix_batches_status ON batches (status);
@@ -183,10 +184,12 @@ CREATE TABLE IF NOT EXISTS batch_items (
   created_at INTEGER NOT NULL,
   started_at INTEGER NULL,
   finished_at INTEGER NULL,
+  changed_seq INTEGER NOT NULL DEFAULT 1,
   UNIQUE (batch_id, position)
 );
 CREATE INDEX IF NOT EXISTS ix_batch_items_status ON batch_items (status, lease_until);
 CREATE INDEX IF NOT EXISTS ix_batch_items_finished ON batch_items (finished_at);
+CREATE INDEX IF NOT EXISTS ix_batch_items_changed ON batch_items (batch_id, changed_seq);
 
 CREATE TABLE IF NOT EXISTS upstream_batches (
   id INTEGER PRIMARY KEY AUTOINCREMENT,

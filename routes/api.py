@@ -88,9 +88,22 @@ def fail(status: int, code: str, **values) -> bottle.HTTPResponse:
     return web.json_error(status, code, message(code, **values))
 
 
-def _json(status: int, body: dict) -> bottle.HTTPResponse:
-    return bottle.HTTPResponse(status=status, body=bottle.json_dumps(body),
-                               headers={"Content-Type": "application/json", "Cache-Control": "no-store"})
+def _json(status: int, body: dict, etag: str | None = None) -> bottle.HTTPResponse:
+    headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+    if etag:
+        headers["ETag"] = etag
+    return bottle.HTTPResponse(status=status, body=bottle.json_dumps(body), headers=headers)
+
+
+def etag_of(tag: str) -> str:
+    """A poll's validator as an ETag: the state's tag and the language its messages are in."""
+    return f'W/"{tag}-{web.lang()}"'
+
+
+def not_modified(etag: str) -> bool:
+    """True when the request's If-None-Match names this ETag (the browser has this answer already)."""
+    sent = web.header("If-None-Match") or ""
+    return etag in (part.strip() for part in sent.split(","))
 
 
 def describe(state: dict) -> dict:
@@ -103,7 +116,7 @@ def describe(state: dict) -> dict:
     shown = {key: batch[key] for key in ("id", "status", "pause_reason", "model", "ratio", "quality", "image_format",
                                          "resolution", "complexity", "width", "height", "item_count",
                                          "credits_per_item", "created_at", "speed")}
-    if batch["status"] == "active" and not batch["pause_reason"] and worker.paused(web.conn(), web.now() * 1000):
+    if batch["service_paused"] and not batch["pause_reason"]:
         shown["pause_reason"] = "service_paused"
     reason = shown["pause_reason"]
     shown["pause_message"] = web.translate(PAUSES[reason]) if reason in PAUSES else None
@@ -112,7 +125,7 @@ def describe(state: dict) -> dict:
         "batch": shown,
         "counts": state["counts"],
         # What the page's buttons need: the owner's credits now, and how many failed images were refused.
-        "credits_left": credits.balance(web.conn(), batch["user_id"]),
+        "credits_left": batch["credits_left"],
         "refused": state.get("failures", {}).get("refused", 0),
         # An economy batch: what OpenAI reports of its jobs (status, total, completed, failed, since).
         "economy": state.get("economy"),
@@ -125,6 +138,9 @@ def describe(state: dict) -> dict:
             "bytes": item["result_bytes"], "width": item["result_width"], "height": item["result_height"],
             "started_at": item["started_at"], "finished_at": item["finished_at"],
         } for item in items],
+        # Delta polls: pass `cursor` back as ?since= to get only the items changed after this answer.
+        "cursor": state["cursor"],
+        "full": state["full"],
     }
 
 
@@ -180,7 +196,7 @@ def register(app: web.App) -> None:
         may_generate()
         already = batches.started_with(web.conn(), user["id"], form_value("request_token"))
         if already is not None:  # the same Start again: that batch, before anything is re-checked
-            return _json(200, describe(batches.status(web.conn(), user["id"], already)))
+            return _json(200, describe(batches.status(web.conn(), user["id"], already, web.now() * 1000)))
         limit = app.settings.plan_max_prompts
         try:
             read = batches.read_prompts(form_value("prompts"), limit)
@@ -220,13 +236,20 @@ def register(app: web.App) -> None:
             return fail(409, exc.code, **exc.values)
         if created:
             worker.kick(app.settings)
-        return _json(201 if created else 200, describe(batches.status(web.conn(), user["id"], batch_id)))
+        state = batches.status(web.conn(), user["id"], batch_id, web.now() * 1000)
+        return _json(201 if created else 200, describe(state))
 
     @app.get("/api/batches/<batch_id:int>")
     def batch_status(batch_id):
-        """The batch and its items (cheap to poll)."""
+        """The batch and its items; with ?since=<cursor>, only the items changed since; 304 when nothing changed."""
         user = user_or_401()
-        return _json(200, describe(batch_call(lambda: batches.status(web.conn(), user["id"], batch_id))))
+        now_ms = web.now() * 1000
+        head = batch_call(lambda: batches.poll_head(web.conn(), user["id"], batch_id, now_ms))
+        since = bottle.request.query.get("since")
+        if since == str(head["batch"]["change_seq"]) and not_modified(etag_of(head["tag"])):
+            return bottle.HTTPResponse(status=304, headers={"ETag": etag_of(head["tag"]), "Cache-Control": "no-store"})
+        state = batches.status(web.conn(), user["id"], batch_id, now_ms, since=since, head=head)
+        return _json(200, describe(state), etag_of(state["tag"]))
 
     @app.get("/api/batches/<batch_id:int>/items/<item_id:int>/image")
     def item_image(batch_id, item_id):

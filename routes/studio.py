@@ -254,9 +254,12 @@ def register(app: web.App) -> None:
             worker.kick(app.settings)
         web.redirect(f"/batches/{batch_id}")
 
-    def owned_or_404(user: dict, batch_id: int) -> dict:
+    def owned_or_404(user: dict, batch_id: int, whole: bool = False) -> dict:
+        """The user's batch (with whole=True, its page's state: items, counts, credits), or a 404."""
         try:
-            return batches.status(web.conn(), user["id"], batch_id)
+            if whole:
+                return batches.status(web.conn(), user["id"], batch_id, web.now() * 1000)
+            return batches.owned(web.conn(), user["id"], batch_id)
         except batches.BatchError:
             raise bottle.HTTPError(404) from None
 
@@ -264,13 +267,13 @@ def register(app: web.App) -> None:
     def show_batch(batch_id):
         """The batch page: progress, each image in list order, the actions; batch.js collects the images."""
         user = signed_in(f"/batches/{batch_id}")
-        state = owned_or_404(user, batch_id)
+        state = owned_or_404(user, batch_id, whole=True)
         batch, counts = state["batch"], state["counts"]
         held = counts.get("held", 0)
         return web.render(
             "studio/batch.html", batch=batch, items=state["items"], counts=counts,
             model_label=getattr(app.catalog.get(batch["model"]), "label", batch["model"]),
-            service_paused=batch["status"] == "active" and worker.paused(web.conn(), web.now() * 1000) is not None,
+            service_paused=batch["service_paused"],
             finished=sum(counts.get(s, 0) for s in ("done", "delivered", "failed", "cancelled", "expired")),
             ready=counts.get("done", 0) + counts.get("delivered", 0), held=held,
             held_credits=held * batch["credits_per_item"],
@@ -278,7 +281,7 @@ def register(app: web.App) -> None:
             failure_texts={code: web.translate(text) for code, text in api.FAILURE_MESSAGES.items()},
             economy=state["economy"], expired=state["failures"].get("economy_expired", 0),
             now_price=now_price(batch),
-            balance=credits.balance(web.conn(), user["id"]), can_generate=web.plan().can_generate,
+            balance=batch["credits_left"], can_generate=web.plan().can_generate,
             retention_days=app.settings.image_retention_days, expected_bytes=batches.estimated_bytes(batch),
             refused=state["failures"].get("refused", 0),
             edit_error=edit_error(batch),

@@ -1,7 +1,7 @@
 """The HTTP glue every route shares: the app class, per-request database and session, templates, errors.
 
 Per-request state lives in the WSGI environ (Bottle's `request` is bound to it), under keys
-that start with `iib.`. Security headers, the session cookie and closing the database
+that start with `iib.`. Security headers, the session cookie and giving back the database
 connection happen in `App.wsgi`, around Bottle's own handling, because Bottle renders error
 pages after its `after_request` hooks and replaces the response headers on the way: only the
 outermost layer sees every response, the 404s and 500s included.
@@ -37,6 +37,8 @@ PUBLIC_DIR = APP_ROOT / "public"
 
 BODY_LIMIT = 65536  # bytes a POST may carry unless its route says more (max_body=N): sign-out, buttons, settings
 WEBHOOK_BODY_LIMIT = 1048576  # Stripe's events are a few KB; 1 MB leaves room and bounds an unsigned flood
+
+NOT_MODIFIED_HEADERS = ("etag", "cache-control", "x-request-id")
 
 LANG_COOKIE = "lang"
 LANG_COOKIE_SECONDS = 365 * 24 * 3600
@@ -99,6 +101,13 @@ class App(bottle.Bottle):
             access.info("%s %s -> %s (%.0f ms)", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO", ""),
                         status.split(" ", 1)[0], (time.perf_counter() - started) * 1000)
             headers = [*headers, ("X-Request-Id", rid)]
+            if status.startswith("304"):
+                # A poll's "nothing new" has no body for the security headers to protect: the validator, the
+                # cache rule and the request id are all it carries (a 200 of the same URL brings the rest).
+                kept = [h for h in headers if h[0].lower() in NOT_MODIFIED_HEADERS]
+                if environ.get("iib.session_cookie") is not None:
+                    kept.append(("Set-Cookie", _session_cookie(self.settings, environ["iib.session_cookie"])))
+                return start_response(status, kept)
             private = bool(environ.get("iib.private"))
             if private:  # a visitor with a session: nothing may be cached, whatever the route said
                 headers = [h for h in headers if h[0].lower() not in ("cache-control", "expires")]
@@ -119,7 +128,7 @@ class App(bottle.Bottle):
         finally:
             conn = environ.pop("iib.db", None)
             if conn is not None:
-                conn.close()
+                self.database.release(conn)
             logs.request_id.reset(token)
 
 
@@ -177,11 +186,11 @@ def now() -> int:
 
 
 def conn() -> db.Connection:
-    """This request's database connection, opened on first use and closed when the response is done."""
+    """This request's database connection: the thread's kept one, borrowed until the response is done."""
     environ = bottle.request.environ
     connection = environ.get("iib.db")
     if connection is None:
-        connection = environ["iib.db"] = app().database.connect()
+        connection = environ["iib.db"] = app().database.connection()
     return connection
 
 
@@ -247,7 +256,10 @@ def current_user() -> dict | None:
     environ = bottle.request.environ
     if "iib.user" not in environ:
         found = session()
-        environ["iib.user"] = db.user_get(conn(), found.user_id) if found and found.user_id else None
+        if found and found.user_id:  # read with the session when it was loaded (one query for both)
+            environ["iib.user"] = found.user if found.user is not None else db.user_get(conn(), found.user_id)
+        else:
+            environ["iib.user"] = None
     return environ["iib.user"]
 
 
@@ -295,7 +307,8 @@ def library_key() -> str | None:
         return None
     environ = bottle.request.environ
     if "iib.library_key" not in environ:
-        environ["iib.library_key"] = db.user_library_key(conn(), user["id"], secrets.token_urlsafe(24))
+        environ["iib.library_key"] = user.get("library_key") \
+            or db.user_library_key(conn(), user["id"], secrets.token_urlsafe(24))
     return environ["iib.library_key"]
 
 

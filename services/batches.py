@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import hashlib
 import io
 import json
 import logging
@@ -428,22 +429,73 @@ def owned(conn: db.Connection, user_id: int, batch_id: int) -> dict:
     return batch
 
 
-def status(conn: db.Connection, user_id: int, batch_id: int) -> dict:
-    """The batch and its items (each with its final prompt), for the batch page to poll (two queries)."""
-    batch = owned(conn, user_id, batch_id)
-    items = db.batch_items_progress(conn, batch_id)
+def pause_lasts(raw: str | None, now_ms: int) -> dict | None:
+    """The service-wide pause stored as worker_state 'pause' (JSON with until_ms), while it lasts; else None."""
+    try:
+        pause = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return pause if isinstance(pause, dict) and isinstance(pause.get("until_ms", 0), int) \
+        and pause.get("until_ms", 0) > now_ms else None
+
+
+def poll_head(conn: db.Connection, user_id: int, batch_id: int, now_ms: int) -> dict:
+    """The user's batch as its page and poll need it, read in one query (economy batches: two), with its tag.
+
+    The batch row carries credits_left (the owner's) and service_paused (an active batch while
+    the whole service is paused). `tag` changes whenever anything the poll answers does: the
+    batch's change count, those two, and an economy batch's upstream progress. A poll whose
+    cursor and validator match it has nothing new (304) and costs no further query.
+    """
+    if not 0 < batch_id < 2**63:  # SQLite cannot even look such a number up
+        raise BatchError("not_found")
+    batch = db.batch_poll_head(conn, batch_id)
+    if batch is None or batch["user_id"] != user_id:
+        raise BatchError("not_found")
+    batch["credits_left"] = batch["credits_left"] or 0
+    raw_pause = batch.pop("service_pause")
+    batch["service_paused"] = batch["status"] == "active" and pause_lasts(raw_pause, now_ms) is not None
+    economy = upstream_progress(conn, batch_id) if batch["speed"] == "economy" else None
+    return {"batch": batch, "economy": economy, "tag": _tag(batch["change_seq"], batch, economy)}
+
+
+def _tag(cursor: int, batch: dict, economy: dict | None) -> str:
+    """What a poll's answer depends on, as a short validator: the cursor, the credits, the pause, OpenAI's progress."""
+    tag = f"{cursor}-{batch['credits_left']}-{int(batch['service_paused'])}"
+    if economy:
+        tag += "-" + hashlib.sha256(json.dumps(economy, sort_keys=True).encode()).hexdigest()[:8]
+    return tag
+
+
+def status(conn: db.Connection, user_id: int, batch_id: int, now_ms: int, since: str | None = None,
+           head: dict | None = None) -> dict:
+    """The batch and its items for its page and poll: every item (full), or only those changed since a cursor.
+
+    `since` is the `cursor` of an earlier answer. It gets a delta (full False: the items changed
+    since, the counts of all) unless it is unknown (not a number, 0, ahead of the batch) or too
+    old (more changes behind than the batch has items: a page asleep for long), which get every
+    item. The answer's `cursor` covers every item it carries: as changes of a batch commit in the
+    order of their numbers, nothing at or below it can still appear, so nothing is missed or sent
+    twice. Three queries (a delta four; economy batches one more).
+    """
+    head = head or poll_head(conn, user_id, batch_id, now_ms)
+    batch, seq = head["batch"], head["batch"]["change_seq"]
+    cursor = int(since) if since and since.isdigit() and len(since) < 19 else 0
+    full = not 0 < cursor <= seq or seq - cursor > batch["item_count"]
+    items = db.batch_items_progress(conn, batch_id, None if full else cursor) if full or cursor < seq else []
     for item in items:
         item["final_prompt"] = final_prompt(item["prompt"], batch["style"], batch["prompt_separator"])
     counts: dict[str, int] = {}
     failures: dict[str, int] = {}
-    for item in items:
-        counts[item["status"]] = counts.get(item["status"], 0) + 1
-        if item["status"] == "failed" and item["error_code"]:
-            failures[item["error_code"]] = failures.get(item["error_code"], 0) + 1
-    state = {"batch": batch, "items": items, "counts": counts, "failures": failures, "economy": None}
-    if batch["speed"] == "economy":
-        state["economy"] = upstream_progress(conn, batch_id)
-    return state
+    rows = [{"status": i["status"], "error_code": i["error_code"], "n": 1} for i in items] if full \
+        else db.batch_item_counts(conn, batch_id)
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + row["n"]
+        if row["status"] == "failed" and row["error_code"]:
+            failures[row["error_code"]] = failures.get(row["error_code"], 0) + row["n"]
+    cursor = max([seq, *(item["changed_seq"] for item in items)])
+    return {**head, "items": items, "counts": counts, "failures": failures, "full": full, "cursor": str(cursor),
+            "tag": _tag(cursor, batch, head["economy"])}
 
 
 def upstream_progress(conn: db.Connection, batch_id: int) -> dict:
@@ -487,7 +539,7 @@ def edit_and_retry(conn: db.Connection, catalog: Catalog, user_id: int, batch_id
         raise BatchError("prompt_too_long", line=item["position"], max=limit, length=len(final))
     with conn.transaction():
         if item["status"] != "failed" or item["error_code"] != "refused" \
-                or not db.batch_item_edit_prompt(conn, item_id, prompt):
+                or not db.batch_item_edit_prompt(conn, batch_id, item_id, prompt):
             raise BatchError("not_ready")
         db.batch_items_retry_failed(conn, batch_id, now, item_id)
         db.batch_set_status(conn, batch_id, "active", None, now)
@@ -606,7 +658,7 @@ def cancel(conn: db.Connection, user_id: int, batch_id: int, now: int) -> int:
     with conn.transaction():
         waiting = db.batch_items_queued(conn, batch_id)
         for item in waiting:
-            if db.batch_item_cancel(conn, item["id"], now) and item["charged"]:
+            if db.batch_item_cancel(conn, batch_id, item["id"], now) and item["charged"]:
                 credits.refund(conn, batch["user_id"], item["charged"], f"item:{item['id']}:{item['charge']}", now)
         db.batch_finish_if_idle(conn, batch_id, now)
     return len(waiting)
@@ -639,7 +691,7 @@ def acknowledge(conn: db.Connection, settings_results: Path, user_id: int, batch
         return False
     if item["status"] != "done":
         raise BatchError("not_ready")
-    if not db.batch_item_delivered(conn, item_id, now):
+    if not db.batch_item_delivered(conn, batch_id, item_id, now):
         return False
     path = settings_results / item["result_path"]
     path.unlink(missing_ok=True)

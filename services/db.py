@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +73,9 @@ class Database:
                 self.params["ssl_disabled"] = True
         else:
             raise ValueError("DATABASE_URL must start with sqlite:/// or mysql://")
+        self._local = threading.local()  # each thread's kept connection (see connection())
+        self._kept: list[Connection] = []  # every thread's, for close_kept()
+        self._kept_lock = threading.Lock()
 
     def describe(self) -> str:
         """Say where the database is without revealing a password."""
@@ -92,8 +97,14 @@ class Database:
             except (sqlite3.Error, OSError) as exc:
                 raise DatabaseUnavailable(f"cannot open {self.describe()}: {exc}") from None
             return Connection(raw, "sqlite")
+        conn = Connection(self._mysql(), "mysql")
+        conn.reopen = self._mysql
+        return conn
+
+    def _mysql(self) -> Any:
+        """A new PyMySQL connection, or DatabaseUnavailable."""
         try:
-            raw = pymysql.connect(
+            return pymysql.connect(
                 **self.params, charset="utf8mb4", autocommit=True, connect_timeout=5,
                 cursorclass=pymysql.cursors.DictCursor,
                 init_command="SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,"
@@ -101,7 +112,59 @@ class Database:
             )
         except pymysql.err.MySQLError as exc:
             raise DatabaseUnavailable(f"cannot connect to {self.describe()}: {exc.args[-1]}") from None
-        return Connection(raw, "mysql")
+
+    def connection(self) -> Connection:
+        """This thread's kept connection: opened on first use, checked cheaply, reopened after a loss or a fork.
+
+        A request borrows it and gives it back with release(). Passenger runs one request at a
+        time per process and waitress gives each thread its own, so nothing is shared. A
+        connection used in the last IDLE_CHECK_SECONDS is used as it is (no round trip); one
+        idle for longer is pinged first, and reopened if MariaDB closed it (wait_timeout, a
+        restart). A read that finds the connection lost as the first statement of a request is
+        run again on a new one (see Connection._run).
+        """
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and (conn.pid != os.getpid() or conn.broken):
+            if conn.pid == os.getpid():  # a forked child must not close its parent's socket: it just lets go
+                conn.close()
+            self._forget(conn)
+            conn = None
+        if conn is None:
+            conn = self.connect()
+            self._local.conn = conn
+            with self._kept_lock:
+                self._kept.append(conn)
+        else:
+            conn.check()
+        conn.fresh = True
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        """A request is over: roll back anything it left open; a connection that failed is closed and dropped."""
+        if conn.broken:
+            conn.close()
+            self._forget(conn)
+        elif conn.in_transaction:
+            conn.rollback()
+        conn.last_used = time.monotonic()
+
+    def _forget(self, conn: Connection) -> None:
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        with self._kept_lock:
+            if conn in self._kept:
+                self._kept.remove(conn)
+
+    def close_kept(self) -> None:
+        """Close every thread's kept connection (a test's end, a server's shutdown)."""
+        with self._kept_lock:
+            kept, self._kept = self._kept, []
+        for conn in kept:
+            conn.close()
+        self._local = threading.local()
+
+
+IDLE_CHECK_SECONDS = 10.0  # a kept connection idle longer than this is pinged before use
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict:
@@ -119,12 +182,37 @@ class Connection:
         self.raw = raw
         self.engine = engine
         self._depth = 0
+        self.pid = os.getpid()
+        self.last_used = time.monotonic()
+        self.broken = False  # lost or failed: close it rather than use it again
+        self.fresh = False  # no statement run yet in this request (a lost read may then be run again)
+        self.reopen: Any = None  # MariaDB: makes a new raw connection to replace a lost one
+
+    def _replace(self) -> None:
+        """Swap a lost MariaDB connection for a new one (DatabaseUnavailable if the server is still away)."""
+        with contextlib.suppress(Exception):
+            self.raw.close()
+        try:
+            self.raw = self.reopen()
+        except DatabaseUnavailable:
+            self.broken = True
+            raise
+
+    def check(self) -> None:
+        """Before a request: ping a MariaDB connection idle for long, reconnecting if the server dropped it."""
+        if self.engine != "mysql" or time.monotonic() - self.last_used < IDLE_CHECK_SECONDS:
+            return
+        try:
+            self.raw.ping(reconnect=False)
+        except pymysql.err.MySQLError:
+            self._replace()
 
     def _sql(self, sql: str) -> str:
         # PyMySQL formats the query with %: a literal % (the modulo of the daily figures) is doubled first.
         return sql.replace("%", "%%").replace("?", "%s") if self.engine == "mysql" else sql
 
     def _run(self, sql: str, params: tuple | list = ()) -> Any:
+        fresh, self.fresh = self.fresh, False
         try:
             if self.engine == "sqlite":
                 return self.raw.execute(sql, params)
@@ -136,9 +224,18 @@ class Connection:
                 raise DatabaseUnavailable(str(exc)) from None
             raise
         except _LOST as exc:
-            if exc.args and exc.args[0] in (0, 2003, 2006, 2013, 2055):  # 0: PyMySQL's closed connection
-                raise DatabaseUnavailable(f"lost the database connection: {exc.args[-1]}") from None
-            raise
+            if not (exc.args and exc.args[0] in (0, 2003, 2006, 2013, 2055)):  # 0: PyMySQL's closed connection
+                raise
+            if fresh and not self._depth and sql.lstrip()[:6].upper() == "SELECT":
+                # A kept connection found dead by a request's first statement (MariaDB restarted or timed it
+                # out since): a read changes nothing, so it is run again once on a new connection.
+                with contextlib.suppress(pymysql.err.MySQLError, DatabaseUnavailable):
+                    self._replace()
+                    cur = self.raw.cursor()
+                    cur.execute(self._sql(sql), tuple(params))
+                    return cur
+            self.broken = True
+            raise DatabaseUnavailable(f"lost the database connection: {exc.args[-1]}") from None
 
     def execute(self, sql: str, params: tuple | list = ()) -> int:
         """Run one statement; return the number of rows it changed."""
@@ -359,10 +456,13 @@ def user_insert(conn: Connection, display_name: str, email: str, now: int) -> in
         (display_name, email, now, now))
 
 
+_USER_COLUMNS = ("id", "display_name", "email", "created_at", "last_login_at", "billing_hold", "blocked_at",
+                 "blocked_reason", "library_key")
+
+
 def user_get(conn: Connection, user_id: int) -> dict | None:
     """One user by id, or None."""
-    return conn.one("SELECT id, display_name, email, created_at, last_login_at, billing_hold, blocked_at, "
-                    "blocked_reason FROM users WHERE id = ?", (user_id,))
+    return conn.one(f"SELECT {', '.join(_USER_COLUMNS)} FROM users WHERE id = ?", (user_id,))
 
 
 def user_lock(conn: Connection, user_id: int) -> None:
@@ -388,6 +488,18 @@ def session_insert(conn: Connection, session_id: str, user_id: int | None, csrf_
     conn.execute(
         f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (session_id, user_id, csrf_token, data, now, now, expires_at))
+
+
+def session_get_with_user(conn: Connection, session_id: str) -> dict | None:
+    """One session by id with its user's row under "user" (None when signed out or gone), in one query; or None."""
+    row = conn.one("SELECT " + ", ".join(f"s.{name}" for name in _SESSION_COLUMNS.split(", ")) + ", "
+                   + ", ".join(f"u.{name} AS u_{name}" for name in _USER_COLUMNS)
+                   + " FROM sessions s LEFT JOIN users u ON u.id = s.user_id WHERE s.id = ?", (session_id,))
+    if row is None:
+        return None
+    user = {name: row.pop(f"u_{name}") for name in _USER_COLUMNS}
+    row["user"] = user if user["id"] is not None else None
+    return row
 
 
 def session_get(conn: Connection, session_id: str) -> dict | None:
@@ -689,11 +801,40 @@ def stripe_events_delete_before(conn: Connection, before: int) -> int:
 _BATCH_COLUMNS = ("id, user_id, request_token, status, pause_reason, model, ratio, quality, image_format, "
                   "resolution, complexity, speed, notify_email, notified_at, lang, width, "
                   "height, style, prompt_separator, item_count, credits_per_item, last_started_ms, created_at, "
-                  "updated_at")
+                  "updated_at, change_seq")
 _ITEM_COLUMNS = ("id, batch_id, position, prompt, file_name, status, attempts, charge, charged, "
                  "not_before_ms, lease_until, call_until, worker, error_code, error_message, request_id, result_path, "
                  "result_bytes, result_width, result_height, input_tokens, output_tokens, upstream_id, created_at, "
-                 "started_at, finished_at")
+                 "started_at, finished_at, changed_seq")
+
+
+# Delta polls: every change of a batch or of its items raises the batch's change_seq in the same transaction, and
+# stamps the items it changed with the new value (changed_seq). The batch's row is taken first (a batch-level
+# UPDATE, or _bump before the items), so changes of one batch commit in the order of their numbers: once a
+# reader sees change_seq N, every item change numbered N or less is committed and visible.
+
+def _bump(conn: Connection, batch_id: int) -> int:
+    """Raise a batch's change count (taking its row until the transaction ends); the new count (0: no batch)."""
+    if conn.engine == "mysql":
+        return conn._run("UPDATE batches SET change_seq = LAST_INSERT_ID(change_seq + 1) WHERE id = ?",
+                         (batch_id,)).lastrowid or 0
+    rows = conn.all("UPDATE batches SET change_seq = change_seq + 1 WHERE id = ? RETURNING change_seq", (batch_id,))
+    return rows[0]["change_seq"] if rows else 0
+
+
+def _change_items(conn: Connection, batch_id: int, sql: str, params: tuple | list) -> int:
+    """Run an UPDATE of one batch's items as a change of the batch; sql's first placeholder takes the new count."""
+    with conn.transaction():
+        return conn.execute(sql, (_bump(conn, batch_id), *params))
+
+
+def _change_items_across(conn: Connection, sets: str, set_params: tuple, where: str, params: tuple) -> int:
+    """Run an UPDATE of items that may span batches: batch by batch in id order, each a change of its batch."""
+    with conn.transaction():
+        found = conn.all(f"SELECT DISTINCT batch_id FROM batch_items WHERE {where} ORDER BY batch_id", params)
+        return sum(_change_items(conn, row["batch_id"], f"UPDATE batch_items SET changed_seq = ?, {sets} "
+                                 f"WHERE batch_id = ? AND {where}", (*set_params, row["batch_id"], *params))
+                   for row in found)
 
 
 def batch_insert(conn: Connection, user_id: int, token: str, checked, size: tuple[int, int], now: int) -> int:
@@ -720,8 +861,8 @@ def batch_items_insert(conn: Connection, batch_id: int, items: list[tuple[int, s
 
 def batch_items_release_held(conn: Connection, batch_id: int) -> int:
     """Queue the items a test run held back; return how many."""
-    return conn.execute("UPDATE batch_items SET status = 'queued' WHERE batch_id = ? AND status = 'held'",
-                        (batch_id,))
+    return _change_items(conn, batch_id, "UPDATE batch_items SET changed_seq = ?, status = 'queued' "
+                         "WHERE batch_id = ? AND status = 'held'", (batch_id,))
 
 
 def batch_by_token(conn: Connection, user_id: int, token: str) -> dict | None:
@@ -781,20 +922,20 @@ def batch_delete(conn: Connection, batch_id: int) -> list[str]:
 
 def batch_set_status(conn: Connection, batch_id: int, status: str, reason: str | None, now: int) -> None:
     """Set a batch's status (active, paused, done, cancelled) and why it is paused."""
-    conn.execute("UPDATE batches SET status = ?, pause_reason = ?, updated_at = ? WHERE id = ?",
-                 (status, reason, now, batch_id))
+    conn.execute("UPDATE batches SET status = ?, pause_reason = ?, updated_at = ?, change_seq = change_seq + 1 "
+                 "WHERE id = ?", (status, reason, now, batch_id))
 
 
 def batches_pause_active(conn: Connection, user_id: int, reason: str, now: int) -> int:
     """Pause every active batch of a user (the worker takes nothing from a paused batch); return how many."""
-    return conn.execute("UPDATE batches SET status = 'paused', pause_reason = ?, updated_at = ? "
-                        "WHERE user_id = ? AND status = 'active'", (reason, now, user_id))
+    return conn.execute("UPDATE batches SET status = 'paused', pause_reason = ?, updated_at = ?, "
+                        "change_seq = change_seq + 1 WHERE user_id = ? AND status = 'active'", (reason, now, user_id))
 
 
 def batches_pause_model(conn: Connection, model: str, reason: str, now: int) -> int:
     """Pause every active batch of a model, whoever owns it (OpenAI refused the model); return how many."""
-    return conn.execute("UPDATE batches SET status = 'paused', pause_reason = ?, updated_at = ? "
-                        "WHERE status = 'active' AND model = ?", (reason, now, model))
+    return conn.execute("UPDATE batches SET status = 'paused', pause_reason = ?, updated_at = ?, "
+                        "change_seq = change_seq + 1 WHERE status = 'active' AND model = ?", (reason, now, model))
 
 
 def batch_finish_if_idle(conn: Connection, batch_id: int, now: int) -> None:
@@ -802,8 +943,8 @@ def batch_finish_if_idle(conn: Connection, batch_id: int, now: int) -> None:
     waiting = conn.scalar("SELECT COUNT(*) AS n FROM batch_items WHERE batch_id = ? "
                           "AND status IN ('queued', 'running', 'waiting')", (batch_id,))
     if not waiting:
-        conn.execute("UPDATE batches SET status = 'done', pause_reason = NULL, updated_at = ? "
-                     "WHERE id = ? AND status IN ('active', 'paused')", (now, batch_id))
+        conn.execute("UPDATE batches SET status = 'done', pause_reason = NULL, updated_at = ?, "
+                     "change_seq = change_seq + 1 WHERE id = ? AND status IN ('active', 'paused')", (now, batch_id))
 
 
 def batch_items_of(conn: Connection, batch_id: int) -> list[dict]:
@@ -811,11 +952,26 @@ def batch_items_of(conn: Connection, batch_id: int) -> list[dict]:
     return conn.all(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE batch_id = ? ORDER BY position", (batch_id,))
 
 
-def batch_items_progress(conn: Connection, batch_id: int) -> list[dict]:
-    """A batch's items in list order, with only what its page and its poll show (the poll runs every 2 s)."""
+def batch_items_progress(conn: Connection, batch_id: int, since: int | None = None) -> list[dict]:
+    """A batch's items in list order (with `since`, those changed after that change count), with only what its
+    page and its poll show (the poll runs every 2 s)."""
+    changed, params = ("", (batch_id,)) if since is None else (" AND changed_seq > ?", (batch_id, since))
     return conn.all("SELECT id, position, prompt, file_name, status, error_code, result_bytes, "
-                    "result_width, result_height, started_at, finished_at FROM batch_items "
-                    "WHERE batch_id = ? ORDER BY position", (batch_id,))
+                    "result_width, result_height, started_at, finished_at, changed_seq FROM batch_items "
+                    f"WHERE batch_id = ?{changed} ORDER BY position", params)
+
+
+def batch_poll_head(conn: Connection, batch_id: int) -> dict | None:
+    """One batch with its owner's credits (credits_left) and the service-wide pause (service_pause, raw), or None."""
+    return conn.one(f"SELECT {_BATCH_COLUMNS}, (SELECT c.balance FROM credit_balances c WHERE c.user_id = b.user_id) "
+                    "AS credits_left, (SELECT w.value FROM worker_state w WHERE w.name = 'pause') AS service_pause "
+                    "FROM batches b WHERE b.id = ?", (batch_id,))
+
+
+def batch_item_counts(conn: Connection, batch_id: int) -> list[dict]:
+    """How many of a batch's items are in each status, by failure reason: rows of status, error_code, n."""
+    return conn.all("SELECT status, error_code, COUNT(*) AS n FROM batch_items WHERE batch_id = ? "
+                    "GROUP BY status, error_code", (batch_id,))
 
 
 def batch_item_get(conn: Connection, item_id: int) -> dict | None:
@@ -829,10 +985,10 @@ def batch_items_queued(conn: Connection, batch_id: int) -> list[dict]:
                     (batch_id,))
 
 
-def batch_item_cancel(conn: Connection, item_id: int, now: int) -> bool:
+def batch_item_cancel(conn: Connection, batch_id: int, item_id: int, now: int) -> bool:
     """Cancel an item that has not started (queued or held); True if it was."""
-    return conn.execute("UPDATE batch_items SET status = 'cancelled', charged = 0, finished_at = ? "
-                        "WHERE id = ? AND status IN ('queued', 'held')", (now, item_id)) == 1
+    return _change_items(conn, batch_id, "UPDATE batch_items SET changed_seq = ?, status = 'cancelled', charged = 0, "
+                         "finished_at = ? WHERE id = ? AND status IN ('queued', 'held')", (now, item_id)) == 1
 
 
 def batch_items_retry_failed(conn: Connection, batch_id: int, now: int, item_id: int | None = None,
@@ -846,21 +1002,22 @@ def batch_items_retry_failed(conn: Connection, batch_id: int, now: int, item_id:
         only, params = only + " AND id = ?", [*params, item_id]
     if error_code is not None:
         only, params = only + " AND error_code = ?", [*params, error_code]
-    return conn.execute(
-        "UPDATE batch_items SET status = 'queued', charge = charge + 1, charged = 0, attempts = 0, not_before_ms = 0, "
-        "upstream_id = NULL, error_code = NULL, error_message = NULL, finished_at = NULL "
-        "WHERE batch_id = ? AND status = 'failed'" + only, tuple(params))
+    return _change_items(
+        conn, batch_id, "UPDATE batch_items SET changed_seq = ?, status = 'queued', charge = charge + 1, charged = 0, "
+        "attempts = 0, not_before_ms = 0, upstream_id = NULL, error_code = NULL, error_message = NULL, "
+        "finished_at = NULL WHERE batch_id = ? AND status = 'failed'" + only, tuple(params))
 
 
-def batch_item_edit_prompt(conn: Connection, item_id: int, prompt: str) -> bool:
+def batch_item_edit_prompt(conn: Connection, batch_id: int, item_id: int, prompt: str) -> bool:
     """Give a failed item a new prompt (before it is queued again); True if it was failed."""
-    return conn.execute("UPDATE batch_items SET prompt = ? WHERE id = ? AND status = 'failed'", (prompt, item_id)) == 1
+    return _change_items(conn, batch_id, "UPDATE batch_items SET changed_seq = ?, prompt = ? WHERE id = ? "
+                         "AND status = 'failed'", (prompt, item_id)) == 1
 
 
 def batch_set_speed(conn: Connection, batch_id: int, speed: str, credits_per_item: int, now: int) -> None:
     """Change how a batch's remaining items are made ('now' or 'economy') and what each costs from now on."""
-    conn.execute("UPDATE batches SET speed = ?, credits_per_item = ?, updated_at = ? WHERE id = ?",
-                 (speed, credits_per_item, now, batch_id))
+    conn.execute("UPDATE batches SET speed = ?, credits_per_item = ?, updated_at = ?, change_seq = change_seq + 1 "
+                 "WHERE id = ?", (speed, credits_per_item, now, batch_id))
 
 
 def batches_economy_unfinished(conn: Connection, user_id: int) -> list[dict]:
@@ -871,10 +1028,10 @@ def batches_economy_unfinished(conn: Connection, user_id: int) -> list[dict]:
         "AND b.speed = 'economy' AND b.status IN ('active', 'paused') ORDER BY b.id DESC", (user_id,))
 
 
-def batch_item_delivered(conn: Connection, item_id: int, now: int) -> bool:
+def batch_item_delivered(conn: Connection, batch_id: int, item_id: int, now: int) -> bool:
     """Mark a done item delivered (its file is about to be deleted); True if this call did it."""
-    return conn.execute("UPDATE batch_items SET status = 'delivered', finished_at = COALESCE(finished_at, ?) "
-                        "WHERE id = ? AND status = 'done'", (now, item_id)) == 1
+    return _change_items(conn, batch_id, "UPDATE batch_items SET changed_seq = ?, status = 'delivered', "
+                         "finished_at = COALESCE(finished_at, ?) WHERE id = ? AND status = 'done'", (now, item_id)) == 1
 
 
 def items_usage(conn: Connection, since: int | None = None) -> list[dict]:
@@ -959,15 +1116,15 @@ def upstreams_of_batch(conn: Connection, batch_id: int) -> list[dict]:
 def batch_items_send(conn: Connection, item_ids: list[int], upstream_id: int) -> int:
     """Mark queued items as sent to an upstream job (status 'waiting'); how many."""
     marks = ", ".join("?" * len(item_ids))
-    return conn.execute(f"UPDATE batch_items SET status = 'waiting', upstream_id = ? WHERE id IN ({marks}) "
-                        "AND status = 'queued'", (upstream_id, *item_ids))
+    return _change_items_across(conn, "status = 'waiting', upstream_id = ?", (upstream_id,),
+                                f"id IN ({marks}) AND status = 'queued'", tuple(item_ids))
 
 
 def batch_items_unsend(conn: Connection, upstream_id: int, item_ids: list[int] | None = None) -> int:
     """Put an upstream job's waiting items (or some of them) back in the queue, not sent after all; how many."""
     only = f" AND id IN ({', '.join('?' * len(item_ids))})" if item_ids else ""
-    return conn.execute("UPDATE batch_items SET status = 'queued', upstream_id = NULL WHERE upstream_id = ? "
-                        "AND status = 'waiting'" + only, (upstream_id, *(item_ids or ())))
+    return _change_items_across(conn, "status = 'queued', upstream_id = NULL", (),
+                                "upstream_id = ? AND status = 'waiting'" + only, (upstream_id, *(item_ids or ())))
 
 
 def items_waiting_of(conn: Connection, upstream_id: int) -> list[dict]:
@@ -976,27 +1133,29 @@ def items_waiting_of(conn: Connection, upstream_id: int) -> list[dict]:
                     (upstream_id,))
 
 
-def item_settle_done(conn: Connection, item_id: int, path: str, size: int, width: int, height: int,
+def item_settle_done(conn: Connection, batch_id: int, item_id: int, path: str, size: int, width: int, height: int,
                      request_id: str | None, usage: tuple[int | None, int | None], now: int) -> bool:
     """Mark a waiting (economy) item done with its file; True if it was still waiting."""
-    return conn.execute(
-        "UPDATE batch_items SET status = 'done', result_path = ?, result_bytes = ?, result_width = ?, "
+    return _change_items(
+        conn, batch_id,
+        "UPDATE batch_items SET changed_seq = ?, status = 'done', result_path = ?, result_bytes = ?, result_width = ?, "
         "result_height = ?, request_id = ?, input_tokens = ?, output_tokens = ?, finished_at = ? "
         "WHERE id = ? AND status = 'waiting'",
         (path, size, width, height, request_id, usage[0], usage[1], now, item_id)) == 1
 
 
-def item_settle_cancelled(conn: Connection, item_id: int, now: int) -> bool:
+def item_settle_cancelled(conn: Connection, batch_id: int, item_id: int, now: int) -> bool:
     """Mark a waiting (economy) item cancelled (its job was cancelled before it ran); True if it was waiting."""
-    return conn.execute("UPDATE batch_items SET status = 'cancelled', charged = 0, finished_at = ? "
-                        "WHERE id = ? AND status = 'waiting'", (now, item_id)) == 1
+    return _change_items(conn, batch_id, "UPDATE batch_items SET changed_seq = ?, status = 'cancelled', charged = 0, "
+                         "finished_at = ? WHERE id = ? AND status = 'waiting'", (now, item_id)) == 1
 
 
-def item_settle_failed(conn: Connection, item_id: int, code: str, message: str, request_id: str | None,
-                       now: int) -> bool:
+def item_settle_failed(conn: Connection, batch_id: int, item_id: int, code: str, message: str,
+                       request_id: str | None, now: int) -> bool:
     """Mark a waiting (economy) item failed with a reason; True if it was still waiting."""
-    return conn.execute(
-        "UPDATE batch_items SET status = 'failed', error_code = ?, error_message = ?, request_id = ?, "
+    return _change_items(
+        conn, batch_id,
+        "UPDATE batch_items SET changed_seq = ?, status = 'failed', error_code = ?, error_message = ?, request_id = ?, "
         "finished_at = ? WHERE id = ? AND status = 'waiting'", (code, message[:500], request_id, now, item_id)) == 1
 
 
@@ -1061,20 +1220,21 @@ def soonest_due_ms(conn: Connection) -> int | None:
                        "WHERE b.status = 'active' AND b.speed = 'now' AND i.status = 'queued'")
 
 
-def batch_item_claim(conn: Connection, item_id: int, worker: str, lease_until: int, call_until: int,
+def batch_item_claim(conn: Connection, batch_id: int, item_id: int, worker: str, lease_until: int, call_until: int,
                      now: int) -> bool:
     """Take a ready item for a worker (one attempt more, its call counted in flight); True if this call got it."""
-    return conn.execute(
-        "UPDATE batch_items SET status = 'running', attempts = attempts + 1, worker = ?, lease_until = ?, "
-        "call_until = ?, started_at = ? "
+    return _change_items(
+        conn, batch_id,
+        "UPDATE batch_items SET changed_seq = ?, status = 'running', attempts = attempts + 1, worker = ?, "
+        "lease_until = ?, call_until = ?, started_at = ? "
         "WHERE id = ? AND (status = 'queued' OR (status = 'running' AND lease_until <= ?))",
         (worker, lease_until, call_until, now, item_id, now)) == 1
 
 
 def batch_items_release_worker(conn: Connection, worker: str) -> int:
     """Queue again the items a worker thread holds (it lost its database mid-item); their charge stays reserved."""
-    return conn.execute("UPDATE batch_items SET status = 'queued', lease_until = 0, call_until = 0, worker = NULL "
-                        "WHERE worker = ? AND status = 'running'", (worker,))
+    return _change_items_across(conn, "status = 'queued', lease_until = 0, call_until = 0, worker = NULL", (),
+                                "worker = ? AND status = 'running'", (worker,))
 
 
 def batch_item_call_ended(conn: Connection, item_id: int, worker: str) -> None:
@@ -1092,38 +1252,45 @@ def batch_item_set_charged(conn: Connection, item_id: int, amount: int) -> None:
     conn.execute("UPDATE batch_items SET charged = ? WHERE id = ?", (amount, item_id))
 
 
-def batch_item_done(conn: Connection, item_id: int, worker: str, path: str, size: int, width: int, height: int,
+def batch_item_done(conn: Connection, batch_id: int, item_id: int, worker: str, path: str, size: int, width: int,
+                    height: int,
                     request_id: str | None, now: int, usage: tuple[int | None, int | None] = (None, None)) -> bool:
     """Mark an item done with its file and the call's usage (input, output tokens), if this worker still holds it."""
-    return conn.execute(
-        "UPDATE batch_items SET status = 'done', result_path = ?, result_bytes = ?, result_width = ?, "
+    return _change_items(
+        conn, batch_id,
+        "UPDATE batch_items SET changed_seq = ?, status = 'done', result_path = ?, result_bytes = ?, result_width = ?, "
         "result_height = ?, request_id = ?, input_tokens = ?, output_tokens = ?, finished_at = ?, lease_until = 0, "
         "error_code = NULL, error_message = NULL WHERE id = ? AND status = 'running' AND worker = ?",
         (path, size, width, height, request_id, usage[0], usage[1], now, item_id, worker)) == 1
 
 
-def batch_item_fail(conn: Connection, item_id: int, worker: str, code: str, message: str, request_id: str | None,
+def batch_item_fail(conn: Connection, batch_id: int, item_id: int, worker: str, code: str, message: str,
+                    request_id: str | None,
                     now: int) -> bool:
     """Mark an item failed with a reason, if this worker still holds it."""
-    return conn.execute(
-        "UPDATE batch_items SET status = 'failed', error_code = ?, error_message = ?, request_id = ?, "
+    return _change_items(
+        conn, batch_id,
+        "UPDATE batch_items SET changed_seq = ?, status = 'failed', error_code = ?, error_message = ?, request_id = ?, "
         "finished_at = ?, lease_until = 0, charged = 0 WHERE id = ? AND status = 'running' AND worker = ?",
         (code, message[:500], request_id, now, item_id, worker)) == 1
 
 
-def batch_item_requeue(conn: Connection, item_id: int, worker: str, not_before_ms: int, count_attempt: bool,
+def batch_item_requeue(conn: Connection, batch_id: int, item_id: int, worker: str, not_before_ms: int,
+                       count_attempt: bool,
                        code: str | None, message: str | None) -> bool:
     """Put an item back in the queue (to retry after not_before_ms), if this worker still holds it."""
-    return conn.execute(
-        "UPDATE batch_items SET status = 'queued', lease_until = 0, not_before_ms = ?, "
+    return _change_items(
+        conn, batch_id, "UPDATE batch_items SET changed_seq = ?, status = 'queued', lease_until = 0, "
+        "not_before_ms = ?, "
         "attempts = attempts - ?, error_code = ?, error_message = ? WHERE id = ? AND status = 'running' AND worker = ?",
         (not_before_ms, 0 if count_attempt else 1, code, (message or "")[:500] or None, item_id, worker)) == 1
 
 
-def batch_item_requeue_refunded(conn: Connection, item_id: int, worker: str) -> bool:
+def batch_item_requeue_refunded(conn: Connection, batch_id: int, item_id: int, worker: str) -> bool:
     """Put an item back in the queue as a new charge (its reservation was refunded), if this worker holds it."""
-    return conn.execute(
-        "UPDATE batch_items SET status = 'queued', lease_until = 0, charge = charge + 1, charged = 0, "
+    return _change_items(
+        conn, batch_id, "UPDATE batch_items SET changed_seq = ?, status = 'queued', lease_until = 0, "
+        "charge = charge + 1, charged = 0, "
         "attempts = attempts - 1 WHERE id = ? AND status = 'running' AND worker = ?", (item_id, worker)) == 1
 
 
@@ -1132,10 +1299,10 @@ def items_expired_results(conn: Connection, before: int) -> list[dict]:
     return conn.all(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE status = 'done' AND finished_at < ?", (before,))
 
 
-def batch_item_expire(conn: Connection, item_id: int, now: int) -> bool:
+def batch_item_expire(conn: Connection, batch_id: int, item_id: int, now: int) -> bool:
     """Mark a done item expired (its file is deleted); True if it was done."""
-    return conn.execute("UPDATE batch_items SET status = 'expired', result_path = NULL WHERE id = ? "
-                        "AND status = 'done'", (item_id,)) == 1
+    return _change_items(conn, batch_id, "UPDATE batch_items SET changed_seq = ?, status = 'expired', "
+                         "result_path = NULL WHERE id = ? AND status = 'done'", (item_id,)) == 1
 
 
 def result_paths(conn: Connection) -> set[str]:
@@ -1146,8 +1313,8 @@ def result_paths(conn: Connection) -> set[str]:
 
 def items_stale_leases(conn: Connection, now: int) -> int:
     """Put running items whose worker died (lease expired) back in the queue; return how many."""
-    return conn.execute("UPDATE batch_items SET status = 'queued', lease_until = 0 "
-                        "WHERE status = 'running' AND lease_until <= ?", (now,))
+    return _change_items_across(conn, "status = 'queued', lease_until = 0", (),
+                                "status = 'running' AND lease_until <= ?", (now,))
 
 
 # --- batch emails ---

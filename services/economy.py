@@ -257,8 +257,8 @@ def _store(conn: db.Connection, settings: Settings, catalog: Catalog, batch: dic
     usage = result.body.get("usage") if isinstance(result.body.get("usage"), dict) else {}
     tokens = tuple(usage.get(name) if isinstance(usage.get(name), int) else None
                    for name in ("input_tokens", "output_tokens"))
-    if not db.item_settle_done(conn, item["id"], relative, len(finished.data), finished.width, finished.height,
-                               result.request_id, tokens, now):
+    if not db.item_settle_done(conn, item["batch_id"], item["id"], relative, len(finished.data), finished.width,
+                               finished.height, result.request_id, tokens, now):
         (settings.results_dir / relative).unlink(missing_ok=True)  # settled meanwhile by another collector
     return True
 
@@ -267,7 +267,7 @@ def _fail(conn: db.Connection, batch: dict, item: dict, code: str, message: str,
           now: int) -> int:
     """Fail a waiting item and give its credits back, in one transaction; 1 if it was still waiting."""
     with conn.transaction():
-        if not db.item_settle_failed(conn, item["id"], code, message, request_id, now):
+        if not db.item_settle_failed(conn, item["batch_id"], item["id"], code, message, request_id, now):
             return 0
         if item["charged"]:
             credits.refund(conn, batch["user_id"], item["charged"], f"item:{item['id']}:{item['charge']}", now)
@@ -277,7 +277,7 @@ def _fail(conn: db.Connection, batch: dict, item: dict, code: str, message: str,
 def _cancel(conn: db.Connection, batch: dict, item: dict, now: int) -> None:
     """Cancel a waiting item whose request never ran and give its credits back, in one transaction."""
     with conn.transaction():
-        if db.item_settle_cancelled(conn, item["id"], now) and item["charged"]:
+        if db.item_settle_cancelled(conn, item["batch_id"], item["id"], now) and item["charged"]:
             credits.refund(conn, batch["user_id"], item["charged"], f"item:{item['id']}:{item['charge']}", now)
 
 

@@ -32,6 +32,8 @@ class Session:
     last_seen_at: int
     expires_at: int
     token: str | None = None
+    # The signed-in user's row, read with the session in one query (None: not read, or nobody signed in).
+    user: dict | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def cookie_name(settings: Settings) -> str:
@@ -66,7 +68,7 @@ def load(conn: db.Connection, settings: Settings, token: str | None, now: int) -
     if not token or len(token) > 128:
         return None
     sid = session_id(settings, token)
-    row = db.session_get(conn, sid)
+    row = db.session_get_with_user(conn, sid)
     if row is None:
         return None
     if row["expires_at"] <= now or row["last_seen_at"] + settings.session_idle_seconds <= now:
@@ -80,7 +82,8 @@ def load(conn: db.Connection, settings: Settings, token: str | None, now: int) -
     except ValueError:
         data = {}
     return Session(id=sid, user_id=row["user_id"], csrf_token=row["csrf_token"], data=data,
-                   created_at=row["created_at"], last_seen_at=row["last_seen_at"], expires_at=row["expires_at"])
+                   created_at=row["created_at"], last_seen_at=row["last_seen_at"], expires_at=row["expires_at"],
+                   user=row["user"])
 
 
 def rotate(conn: db.Connection, settings: Settings, old: Session | None, now: int,

@@ -143,11 +143,7 @@ def prepare(conn: db.Connection) -> None:
 
 def paused(conn: db.Connection, now_ms: int) -> dict | None:
     """The global pause (after an insufficient_quota or a refused key), while it lasts."""
-    raw = db.worker_state_get(conn, "pause")
-    if not raw:
-        return None
-    pause = json.loads(raw)
-    return pause if pause.get("until_ms", 0) > now_ms else None
+    return batches.pause_lasts(db.worker_state_get(conn, "pause"), now_ms)
 
 
 def claim(conn: db.Connection, settings: Settings, worker: str, now_ms: int) -> tuple[dict | None, float | None]:
@@ -174,7 +170,7 @@ def claim(conn: db.Connection, settings: Settings, worker: str, now_ms: int) -> 
         item = db.next_item_of_batch(conn, batch["id"], now, now_ms)
         lease_until = now + settings.openai_read_timeout + LEASE_EXTRA
         call_until = now + settings.openai_read_timeout + CALL_EXTRA
-        if item is None or not db.batch_item_claim(conn, item["id"], worker, lease_until, call_until, now):
+        if item is None or not db.batch_item_claim(conn, batch["id"], item["id"], worker, lease_until, call_until, now):
             return None, 0.0
         db.batch_touch_started(conn, batch["id"], now_ms)
         db.upstream_call_record(conn, now_ms)
@@ -327,7 +323,7 @@ def _fail(conn: db.Connection, worker: str, batch: dict, item: dict, code: str, 
           request_id: str | None, now: int) -> None:
     """Fail an item and give its credits back, in one transaction."""
     with conn.transaction():
-        if db.batch_item_fail(conn, item["id"], worker, code, message or FAILURES[code], request_id, now):
+        if db.batch_item_fail(conn, batch["id"], item["id"], worker, code, message or FAILURES[code], request_id, now):
             _refund(conn, batch, item, now)
             db.batch_finish_if_idle(conn, batch["id"], now)
 
@@ -353,7 +349,7 @@ def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: s
             # Not a failure of the image: it waits in the queue, with the rest, under the batch's one
             # "out of credits" pause, and goes on when the owner resumes with credits again.
             with conn.transaction():
-                db.batch_item_requeue(conn, item["id"], worker, 0, False, None, None)
+                db.batch_item_requeue(conn, batch["id"], item["id"], worker, 0, False, None, None)
                 db.batch_set_status(conn, batch["id"], "paused", "no_credits", now)
             return "paused"
         db.batch_item_set_charged(conn, item["id"], batch["credits_per_item"])
@@ -380,7 +376,7 @@ def process(conn: db.Connection, settings: Settings, catalog: Catalog, worker: s
     write_atomically(settings.results_dir / relative, finished.data)
     now = int(time.time())
     with conn.transaction():
-        stored = db.batch_item_done(conn, item["id"], worker, relative, len(finished.data), finished.width,
+        stored = db.batch_item_done(conn, batch["id"], item["id"], worker, relative, len(finished.data), finished.width,
                                     finished.height, generated.request_id, now,
                                     (generated.input_tokens, generated.output_tokens))
         if stored:
@@ -410,7 +406,7 @@ def _handle_failure(conn: db.Connection, settings: Settings, worker: str, batch:
     if exc.kind == "rate_limit":
         wait = exc.retry_after if exc.retry_after is not None else _backoff(settings, 2)
         _on_rate_limit(conn, settings, wait, now_ms)
-        db.batch_item_requeue(conn, item["id"], worker, now_ms + int(wait * 1000), False, None, None)
+        db.batch_item_requeue(conn, batch["id"], item["id"], worker, now_ms + int(wait * 1000), False, None, None)
         return "retry"
     if exc.kind in ("quota", "auth"):
         log.error("OPERATOR: the OpenAI account refused work (%s: %s); all generation paused for %s s",
@@ -418,12 +414,12 @@ def _handle_failure(conn: db.Connection, settings: Settings, worker: str, batch:
         with conn.transaction():
             db.worker_state_set(conn, "pause", json.dumps(
                 {"until_ms": now_ms + settings.quota_pause_seconds * 1000, "reason": exc.kind}), now)
-            if db.batch_item_requeue_refunded(conn, item["id"], worker):
+            if db.batch_item_requeue_refunded(conn, batch["id"], item["id"], worker):
                 _refund(conn, batch, item, now)
         return "paused"
     if item["attempts"] < MAX_ATTEMPTS:
-        db.batch_item_requeue(conn, item["id"], worker, now_ms + int(_backoff(settings, item["attempts"]) * 1000), True,
-                              exc.kind, exc.message)
+        db.batch_item_requeue(conn, batch["id"], item["id"], worker,
+                              now_ms + int(_backoff(settings, item["attempts"]) * 1000), True, exc.kind, exc.message)
         return "retry"
     _fail(conn, worker, batch, item, "timeout" if exc.kind == "timeout" else "upstream", None, exc.request_id, now)
     return "failed"
@@ -462,7 +458,7 @@ def _model_unavailable(conn: db.Connection, settings: Settings, worker: str, bat
                             "message": exc.message, "request_id": exc.request_id, "since": now,
                             "until_ms": now_ms + settings.quota_pause_seconds * 1000}
             db.worker_state_set(conn, batches.MODELS_DOWN, json.dumps(marks), now)
-        if db.batch_item_requeue_refunded(conn, item["id"], worker):
+        if db.batch_item_requeue_refunded(conn, batch["id"], item["id"], worker):
             _refund(conn, batch, item, now)
         paused_batches = db.batches_pause_model(conn, model, "model_unavailable", now)
     if fresh:
@@ -682,7 +678,7 @@ def cleanup(conn: db.Connection, settings: Settings, now: int) -> tuple[int, int
     """Expire images nobody collected in time, delete orphan files, release stale leases; return the counts."""
     expired = 0
     for item in db.items_expired_results(conn, now - settings.image_retention_days * 86400):
-        if db.batch_item_expire(conn, item["id"], now):
+        if db.batch_item_expire(conn, item["batch_id"], item["id"], now):
             (settings.results_dir / item["result_path"]).unlink(missing_ok=True)
             expired += 1
     orphans = 0

@@ -111,7 +111,11 @@ def conn(database):
 
 @pytest.fixture
 def make_app(db_url, tmp_path):
-    """Build apps in test mode on the test database; keyword arguments are setting overrides."""
+    """Build apps in test mode on the test database; keyword arguments are setting overrides.
+
+    Each app keeps a database connection per thread that served it: they are closed when the test ends.
+    """
+    made = []
 
     def factory(**overrides):
         catalog_file = tmp_path / "models.json"
@@ -120,9 +124,12 @@ def make_app(db_url, tmp_path):
         settings = {"APP_MODE": "test", "DATABASE_URL": db_url, "VAR_DIR": str(tmp_path / "var"),
                     "MODEL_CATALOG": str(catalog_file)}
         settings.update(overrides)
-        return create_app(settings)
+        made.append(create_app(settings))
+        return made[-1]
 
-    return factory
+    yield factory
+    for built in made:
+        built.database.close_kept()
 
 
 @pytest.fixture

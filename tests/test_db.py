@@ -14,7 +14,7 @@ def test_rows_come_back_as_dicts_with_one_placeholder_style(conn):
     row = db.user_get(conn, user_id)
     assert row == {"id": user_id, "display_name": "Ana ñandú 🎨", "email": "ana@example.com",
                    "created_at": 1000, "last_login_at": 1000, "billing_hold": None, "blocked_at": None,
-                   "blocked_reason": None}
+                   "blocked_reason": None, "library_key": None}
     assert conn.scalar("SELECT COUNT(*) AS n FROM users WHERE email = ?", ("ana@example.com",)) == 1
     assert db.user_get(conn, user_id + 1) is None
 

@@ -137,6 +137,46 @@ def test_pages_answer_503_while_the_database_is_down_and_200_once_it_is_back(ser
     assert status["counts"] == {"queued": 10} and status["batch"]["status"] == "active"  # the refused stop did nothing
 
 
+def connections_opened(private_mariadb) -> int:
+    """How many connections the server has accepted since it started (this query's own included)."""
+    admin = private_mariadb.admin()
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Connections'")
+            return int(cur.fetchone()[1])
+    finally:
+        admin.close()
+
+
+@pytest.mark.parametrize("idle_check", ["retried read", "ping after idling"])
+def test_one_kept_connection_per_thread_and_it_survives_a_restart_between_two_requests(
+        serve, conn, private_mariadb, monkeypatch, idle_check):
+    """Requests reuse their thread's connection; after a restart the next request answers 200, not 503.
+
+    Two ways back: a connection used a moment ago finds the loss on its first read and runs it
+    again on a new connection; one idle for longer than IDLE_CHECK_SECONDS is pinged first.
+    """
+    if idle_check == "ping after idling":
+        monkeypatch.setattr(db, "IDLE_CHECK_SECONDS", 0.0)
+    base_url, app = serve()
+    visitor, _user = sign_in(base_url, app, conn)
+    batch_id = create_batch(visitor)["batch"]["id"]
+    before = connections_opened(private_mariadb)
+    for _ in range(40):
+        assert visitor.get("/account").status_code == 200
+        assert visitor.get(f"/api/batches/{batch_id}").status_code == 200
+    opened = connections_opened(private_mariadb) - before - 1  # less the counting query's own
+    assert opened <= 4, f"{opened} connections opened for 80 requests on 4 threads"  # one per thread at most
+
+    private_mariadb.stop()
+    private_mariadb.start()
+    for _ in range(8):  # whichever thread answers: each finds its connection gone, none answers 503
+        assert visitor.get("/account").status_code == 200
+        assert visitor.post(f"/api/batches/{batch_id}/stop").status_code == 200
+        assert visitor.post(f"/api/batches/{batch_id}/resume").status_code == 200
+    assert visitor.get(f"/api/batches/{batch_id}").json()["batch"]["status"] == "active"
+
+
 def test_a_batch_survives_a_database_restart_and_finishes_by_itself(serve, conn, private_mariadb, fake_openai, caplog,
                                                                      monkeypatch):
     deaths = ThreadDeaths()

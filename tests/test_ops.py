@@ -35,7 +35,7 @@ def test_healthz_says_ok_with_the_schema_and_no_secret(app, client, conn):
     assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
     body = response.json
     assert body["status"] == "ok" and body["database"] == "ok" and body["catalog"] == "ok"
-    assert body["schema_version"] == db.schema_file_version(conn.engine) == 11 and body["worker_heartbeat_age"] is None
+    assert body["schema_version"] == db.schema_file_version(conn.engine) == 12 and body["worker_heartbeat_age"] is None
     db.worker_state_set(conn, "heartbeat", str(1_000), 1_000)
     assert client.get("/healthz").json["worker_heartbeat_age"] > 0
     assert app.settings.secret_key not in response.text

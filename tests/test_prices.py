@@ -112,8 +112,8 @@ def test_prices_turn_the_recorded_usage_into_exact_costs_and_new_prices(studio, 
     made = generate(studio, conn)
     # A collected image and an expired one were generated (and paid for upstream) too: they count.
     first_items = db.batch_items_of(conn, made[0][0])
-    assert db.batch_item_delivered(conn, first_items[0]["id"], int(time.time()))
-    assert db.batch_item_expire(conn, first_items[1]["id"], int(time.time()))
+    assert db.batch_item_delivered(conn, first_items[0]["batch_id"], first_items[0]["id"], int(time.time()))
+    assert db.batch_item_expire(conn, first_items[1]["batch_id"], first_items[1]["id"], int(time.time()))
 
     result = run_cli(studio, fake_openai, "prices")
     assert result.returncode == 0, result.stderr
