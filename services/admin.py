@@ -55,7 +55,8 @@ def is_owner(conn: db.Connection, settings: Settings, user: dict | None) -> bool
     """True when the user signed in with an email a provider verified and ADMIN_EMAILS lists it."""
     if not user or not settings.admin_emails:
         return False
-    return any(email in settings.admin_emails for email in db.user_verified_emails(conn, user["id"]))
+    emails = user["verified_emails"] if "verified_emails" in user else db.user_verified_emails(conn, user["id"])
+    return any(email in settings.admin_emails for email in emails)
 
 
 # --- the overview ------------------------------------------------------------------------------------

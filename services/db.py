@@ -490,14 +490,26 @@ def session_insert(conn: Connection, session_id: str, user_id: int | None, csrf_
         (session_id, user_id, csrf_token, data, now, now, expires_at))
 
 
-def session_get_with_user(conn: Connection, session_id: str) -> dict | None:
-    """One session by id with its user's row under "user" (None when signed out or gone), in one query; or None."""
+def session_get_with_user(conn: Connection, session_id: str, verified_emails: bool = False) -> dict | None:
+    """One session by id with its user's row under "user" (None when signed out or gone), in one query; or None.
+
+    With `verified_emails`, the user row also carries "verified_emails" (user_verified_emails's list), for the
+    owner check on every page while ADMIN_EMAILS is set.
+    """
+    verified = ""
+    if verified_emails:  # a newline never occurs in an email: it separates them
+        joined = "GROUP_CONCAT(i.email SEPARATOR '\n')" if conn.engine == "mysql" else "group_concat(i.email, char(10))"
+        verified = (f", (SELECT {joined} FROM identities i WHERE i.user_id = u.id AND i.email_verified = 1 "
+                    "AND i.email <> '') AS u_verified_emails")
     row = conn.one("SELECT " + ", ".join(f"s.{name}" for name in _SESSION_COLUMNS.split(", ")) + ", "
-                   + ", ".join(f"u.{name} AS u_{name}" for name in _USER_COLUMNS)
+                   + ", ".join(f"u.{name} AS u_{name}" for name in _USER_COLUMNS) + verified
                    + " FROM sessions s LEFT JOIN users u ON u.id = s.user_id WHERE s.id = ?", (session_id,))
     if row is None:
         return None
     user = {name: row.pop(f"u_{name}") for name in _USER_COLUMNS}
+    if verified_emails:
+        user["verified_emails"] = sorted({e.strip().lower() for e in (row.pop("u_verified_emails") or "").split("\n")
+                                          if e.strip()})
     row["user"] = user if user["id"] is not None else None
     return row
 

@@ -68,7 +68,7 @@ def load(conn: db.Connection, settings: Settings, token: str | None, now: int) -
     if not token or len(token) > 128:
         return None
     sid = session_id(settings, token)
-    row = db.session_get_with_user(conn, sid)
+    row = db.session_get_with_user(conn, sid, verified_emails=bool(settings.admin_emails))
     if row is None:
         return None
     if row["expires_at"] <= now or row["last_seen_at"] + settings.session_idle_seconds <= now:

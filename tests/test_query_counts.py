@@ -81,3 +81,14 @@ def test_query_counts_per_page_do_not_grow_with_the_items(studio, conn, counted)
 EXPECTED = {"account": 6, "compose": 3, "library": 5, "batch page, 4 items": 4, "batch page, 100 items": 4,
             "poll, 4 items": 3, "poll, 100 items": 3, "poll, nothing new (304)": 2,
             "poll, nothing new (no validator)": 3, "poll, one change": 4}
+
+
+def test_the_owner_check_costs_no_query_of_its_own(make_app, database, fake_openai, conn, counted):
+    """With ADMIN_EMAILS set every signed-in page asks whether to show Admin: the session's one query answers it."""
+    app = make_app(**openai_settings(fake_openai), WORKER_LAUNCH="none", ADMIN_EMAILS="boss@example.com")
+    user = make_subscriber(conn)
+    client, _token = signed_in_client(app, conn, user)
+    client.set_cookie("lang", "en")
+    client.get("/library")  # makes the library key
+    figures = {path: queries(counted, lambda path=path: client.get(path)) for path in ("/account", "/generate")}
+    assert figures == {"/account": EXPECTED["account"], "/generate": EXPECTED["compose"]}, figures
