@@ -100,6 +100,11 @@ def etag_of(tag: str) -> str:
     return f'W/"{tag}-{web.lang()}"'
 
 
+def unchanged(etag: str) -> bottle.HTTPResponse:
+    """A 304: the browser's copy is current (no body; App.wsgi adds only the request id)."""
+    return bottle.HTTPResponse(status=304, headers={"ETag": etag, "Cache-Control": "no-store"})
+
+
 def not_modified(etag: str) -> bool:
     """True when the request's If-None-Match names this ETag (the browser has this answer already)."""
     sent = web.header("If-None-Match") or ""
@@ -242,12 +247,16 @@ def register(app: web.App) -> None:
     @app.get("/api/batches/<batch_id:int>")
     def batch_status(batch_id):
         """The batch and its items; with ?since=<cursor>, only the items changed since; 304 when nothing changed."""
-        user = user_or_401()
         now_ms = web.now() * 1000
-        head = batch_call(lambda: batches.poll_head(web.conn(), user["id"], batch_id, now_ms))
         since = bottle.request.query.get("since")
+        if since and web.header("If-None-Match"):  # an open page asking again: one query says "nothing new"
+            tag = batches.quick_tag(web.conn(), app.settings, web.session_id(), batch_id, now_ms)
+            if tag and tag.startswith(f"{since}-") and not_modified(etag_of(tag)):
+                return unchanged(etag_of(tag))
+        user = user_or_401()
+        head = batch_call(lambda: batches.poll_head(web.conn(), user["id"], batch_id, now_ms))
         if since == str(head["batch"]["change_seq"]) and not_modified(etag_of(head["tag"])):
-            return bottle.HTTPResponse(status=304, headers={"ETag": etag_of(head["tag"]), "Cache-Control": "no-store"})
+            return unchanged(etag_of(head["tag"]))
         state = batches.status(web.conn(), user["id"], batch_id, now_ms, since=since, head=head)
         return _json(200, describe(state), etag_of(state["tag"]))
 

@@ -216,6 +216,11 @@ def translate(message: str) -> str:
     return app().translations[lang()].gettext(message)
 
 
+def session_id() -> str | None:
+    """The stored id of this request's session cookie (not checked: the session may be gone), or None."""
+    return sessions.id_of_cookie(app().settings, bottle.request.get_cookie(sessions.cookie_name(app().settings)))
+
+
 def session(create: bool = False) -> sessions.Session | None:
     """This visitor's session (loaded once per request); with create=True one is started if missing."""
     environ = bottle.request.environ

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Collection
 from pathlib import Path
 
-from services import credits, db
+from services import credits, db, sessions
 from services.catalog import RATIOS, Catalog
 from services.names import assign
 
@@ -457,6 +457,20 @@ def poll_head(conn: db.Connection, user_id: int, batch_id: int, now_ms: int) -> 
     batch["service_paused"] = batch["status"] == "active" and pause_lasts(raw_pause, now_ms) is not None
     economy = upstream_progress(conn, batch_id) if batch["speed"] == "economy" else None
     return {"batch": batch, "economy": economy, "tag": _tag(batch["change_seq"], batch, economy)}
+
+
+def quick_tag(conn: db.Connection, settings, session_id: str | None, batch_id: int, now_ms: int) -> str | None:
+    """The tag poll_head would give, found with one query (session and batch together), or None when that cannot
+    be done: no session, someone else's batch, a session due a touch or gone, an economy batch. A poll
+    that has this tag already is answered 304 with nothing else read."""
+    if not session_id or not 0 < batch_id < 2**63:
+        return None
+    row = db.batch_poll_check(conn, session_id, batch_id)
+    if row is None or row["speed"] == "economy" or not sessions.settled(settings, row, now_ms // 1000):
+        return None
+    batch = {"credits_left": row["credits_left"] or 0,
+             "service_paused": row["status"] == "active" and pause_lasts(row["service_pause"], now_ms) is not None}
+    return _tag(row["change_seq"], batch, None)
 
 
 def _tag(cursor: int, batch: dict, economy: dict | None) -> str:

@@ -964,13 +964,16 @@ def batch_items_of(conn: Connection, batch_id: int) -> list[dict]:
     return conn.all(f"SELECT {_ITEM_COLUMNS} FROM batch_items WHERE batch_id = ? ORDER BY position", (batch_id,))
 
 
+_PROGRESS_COLUMNS = ("id", "position", "prompt", "file_name", "status", "error_code", "result_bytes", "result_width",
+                     "result_height", "started_at", "finished_at", "changed_seq")
+
+
 def batch_items_progress(conn: Connection, batch_id: int, since: int | None = None) -> list[dict]:
     """A batch's items in list order (with `since`, those changed after that change count), with only what its
     page and its poll show (the poll runs every 2 s)."""
     changed, params = ("", (batch_id,)) if since is None else (" AND changed_seq > ?", (batch_id, since))
-    return conn.all("SELECT id, position, prompt, file_name, status, error_code, result_bytes, "
-                    "result_width, result_height, started_at, finished_at, changed_seq FROM batch_items "
-                    f"WHERE batch_id = ?{changed} ORDER BY position", params)
+    return conn.all(f"SELECT {', '.join(_PROGRESS_COLUMNS)} FROM batch_items WHERE batch_id = ?{changed} "
+                    "ORDER BY position", params)
 
 
 def batch_poll_head(conn: Connection, batch_id: int) -> dict | None:
@@ -978,6 +981,16 @@ def batch_poll_head(conn: Connection, batch_id: int) -> dict | None:
     return conn.one(f"SELECT {_BATCH_COLUMNS}, (SELECT c.balance FROM credit_balances c WHERE c.user_id = b.user_id) "
                     "AS credits_left, (SELECT w.value FROM worker_state w WHERE w.name = 'pause') AS service_pause "
                     "FROM batches b WHERE b.id = ?", (batch_id,))
+
+
+def batch_poll_check(conn: Connection, session_id: str, batch_id: int) -> dict | None:
+    """What a poll's validator needs, in one query, if this session's user owns the batch: the session's
+    expires_at and last_seen_at, the batch's change_seq, status and speed, credits_left, service_pause; or None."""
+    return conn.one("SELECT s.expires_at, s.last_seen_at, b.change_seq, b.status, b.speed, "
+                    "(SELECT c.balance FROM credit_balances c WHERE c.user_id = b.user_id) AS credits_left, "
+                    "(SELECT w.value FROM worker_state w WHERE w.name = 'pause') AS service_pause "
+                    "FROM sessions s JOIN batches b ON b.user_id = s.user_id AND b.id = ? WHERE s.id = ?",
+                    (batch_id, session_id))
 
 
 def batch_item_counts(conn: Connection, batch_id: int) -> list[dict]:

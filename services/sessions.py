@@ -63,6 +63,18 @@ def create(conn: db.Connection, settings: Settings, now: int, user_id: int | Non
     return session
 
 
+def settled(settings: Settings, row: dict, now: int) -> bool:
+    """True when a stored session (its expires_at and last_seen_at) is alive and owes no touch: `load` would
+    return it unchanged, so a request may rely on it without loading it."""
+    return row["expires_at"] > now and row["last_seen_at"] + settings.session_idle_seconds > now \
+        and now - row["last_seen_at"] < TOUCH_INTERVAL
+
+
+def id_of_cookie(settings: Settings, token: str | None) -> str | None:
+    """The stored id of a cookie's token, or None for no token or one no session could have."""
+    return session_id(settings, token) if token and len(token) <= 128 else None
+
+
 def load(conn: db.Connection, settings: Settings, token: str | None, now: int) -> Session | None:
     """The live session for a cookie token, or None; an expired one is deleted on sight."""
     if not token or len(token) > 128:
