@@ -211,7 +211,7 @@ def test_deltas_under_concurrent_worker_and_subscriber_changes_miss_nothing_and_
             polls += 1
             if state["full"]:  # the first poll, or one more changes behind than the batch has items (too old)
                 assert cursor is None or int(state["cursor"]) - int(cursor) > 60, (polls, cursor, state["cursor"])
-                known, cursor = {}, None
+                known, cursor, seen = {}, None, set()
             else:
                 deltas += 1
                 carried += len(state["items"])
