@@ -1,8 +1,6 @@
-// The batches and images kept in this browser (IndexedDB), behind promise-based helpers.
-// Every row carries `owner`: the signed-in subscriber's opaque library key (data-library-key on the
-// page). Rows are written with it and read back only by it, so people sharing a browser never see
-// each other's images. Older rows without one stay hidden until adopt() is given their batch id by
-// the server (the batch page, the library), which proves they are this subscriber's.
+// The batches and images kept in this browser (IndexedDB). Every row carries `owner` (the page's
+// data-library-key) and is read back only by it: people sharing a browser never see each other's.
+// Older rows without one stay hidden until adopt() gets their batch id from the server.
 
 let opening;
 const owner = document.querySelector('[data-library-key]')?.dataset.libraryKey || '';

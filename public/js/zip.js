@@ -5,15 +5,13 @@ import {getBatch, imagesOf} from './store.js';
 // Fills {placeholders} in a translated string.
 export const fill = (text, values) => (text || '').replace(/\{(\w+)\}/g, (m, k) => k in values ? values[k] : m);
 
-// One CSV cell (RFC 4180), always quoted, with formulas defused (CSV injection, OWASP): tab, CR and LF
-// become spaces, and a ' goes before a formula character (= + - @, or its full-width twin) that starts
-// the cell or follows a , or ; inside it (after spaces or quotes), where a reader splitting on the
-// other delimiter would start a cell of its own.
+// One CSV cell (RFC 4180), quoted, formulas defused (OWASP CSV injection): tab, CR, LF become spaces;
+// a ' goes before = + - @ (or full-width twin) starting the cell or a part of it after , or ;.
 const FORMULA = /^[\s\x1c-\x1f\x85"]*[=+\-@\uff1d\uff0b\uff0d\uff20]/;
 const INSIDE = /([,;][\s\x1c-\x1f\x85"]*)(?=[=+\-@\uff1d\uff0b\uff0d\uff20])/g;
 
 function cell(value) {
-  let s = (value == null ? '' : String(value)).replace(/[\t\r\n]/g, ' ').replace(INSIDE, "$1'");
+  let s = String(value ?? '').replace(/[\t\r\n]/g, ' ').replace(INSIDE, "$1'");
   if (FORMULA.test(s)) s = "'" + s;
   return '"' + s.replace(/"/g, '""') + '"';
 }
@@ -32,9 +30,8 @@ export function manifestCsv(batch, names) {
   return '\ufeff' + rows.map(r => r.map(cell).join(',')).join('\r\n') + '\r\n';
 }
 
-// Packs the images (checking each blob can be read; a bad one is skipped and reported) and the
-// manifest. onProgress(packed, total) follows the image entries as client-zip consumes them.
-// The next image is read from IndexedDB while client-zip checksums the current one (two in memory).
+// Packs the images (a blob that cannot be read is skipped and reported) and the manifest, calling
+// onProgress(packed, total); the next image is read while client-zip checksums this one (two in memory).
 export async function zipBatch(batch, images, onProgress = () => {}) {
   const list = [...images].sort((a, b) => a.position - b.position);
   const lastModified = new Date(batch.createdAt * 1000), names = [], skipped = [];
@@ -43,15 +40,15 @@ export async function zipBatch(batch, images, onProgress = () => {}) {
       const bytes = await image.blob.arrayBuffer();
       return bytes.byteLength ? bytes : null;
     } catch {
-      return null; // not a readable blob
+      return null; // no image, or not a readable blob
     }
   };
   async function* entries() {
-    let next = list.length ? read(list[0]) : null;
+    let next = read(list[0]);
     for (const [i, image] of list.entries()) {
       onProgress(i, list.length);
       const input = await next;
-      next = i + 1 < list.length ? read(list[i + 1]) : null;
+      next = read(list[i + 1]);
       if (!input) {
         skipped.push(image.name);
         continue;
