@@ -2,6 +2,7 @@
 
 import shutil
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,32 @@ def test_batches_made_before_version_9_get_english_for_their_email(db_url, tmp_p
         assert row == {"lang": "en", "notify_email": 1, "speed": "now"}
     finally:
         conn.close()
+
+
+def test_a_thread_keeps_one_connection_and_gets_it_back_clean(database):
+    """connection() hands a thread the same connection each time; release() ends what a request left open."""
+    first = database.connection()
+    first.fresh = False
+    first._run("BEGIN IMMEDIATE" if first.engine == "sqlite" else "START TRANSACTION")
+    first._depth = 1
+    first.execute("INSERT INTO worker_state (name, value, updated_at) VALUES ('left-open', 'x', 1)")
+    database.release(first)
+    assert not first.in_transaction
+    again = database.connection()
+    assert again is first and again.fresh
+    assert again.scalar("SELECT COUNT(*) AS n FROM worker_state WHERE name = 'left-open'") == 0
+
+    other: list = []
+    thread = threading.Thread(target=lambda: other.append(database.connection()))
+    thread.start()
+    thread.join()
+    assert other[0] is not first  # each thread its own
+
+    first.broken = True  # a request found it lost: closed at release, a new one next time
+    database.release(first)
+    assert database.connection() is not first
+
+    replaced = database.connection()
+    replaced.pid = -1  # as after a fork: the child never uses (nor closes) its parent's connection
+    assert database.connection() is not replaced
+    database.close_kept()
