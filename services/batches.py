@@ -494,7 +494,7 @@ def status(conn: db.Connection, user_id: int, batch_id: int, now_ms: int, since:
     """
     head = head or poll_head(conn, user_id, batch_id, now_ms)
     batch, seq = head["batch"], head["batch"]["change_seq"]
-    cursor = int(since) if since and since.isdigit() and len(since) < 19 else 0
+    cursor = int(since) if since and since.isascii() and since.isdigit() and len(since) < 19 else 0
     full = not 0 < cursor <= seq or seq - cursor > batch["item_count"]
     items = db.batch_items_progress(conn, batch_id, None if full else cursor) if full or cursor < seq else []
     for item in items:

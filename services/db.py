@@ -514,11 +514,6 @@ def session_get_with_user(conn: Connection, session_id: str, verified_emails: bo
     return row
 
 
-def session_get(conn: Connection, session_id: str) -> dict | None:
-    """One session row by id, or None."""
-    return conn.one(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,))
-
-
 def session_touch(conn: Connection, session_id: str, now: int) -> None:
     """Record activity on a session (for idle expiry)."""
     conn.execute("UPDATE sessions SET last_seen_at = ? WHERE id = ?", (now, session_id))

@@ -63,11 +63,15 @@ def create(conn: db.Connection, settings: Settings, now: int, user_id: int | Non
     return session
 
 
+def _alive(settings: Settings, row: dict, now: int) -> bool:
+    """True when a stored session (its expires_at and last_seen_at) has neither expired nor idled out."""
+    return row["expires_at"] > now and row["last_seen_at"] + settings.session_idle_seconds > now
+
+
 def settled(settings: Settings, row: dict, now: int) -> bool:
-    """True when a stored session (its expires_at and last_seen_at) is alive and owes no touch: `load` would
-    return it unchanged, so a request may rely on it without loading it."""
-    return row["expires_at"] > now and row["last_seen_at"] + settings.session_idle_seconds > now \
-        and now - row["last_seen_at"] < TOUCH_INTERVAL
+    """True when a stored session is alive and owes no touch: `load` would return it unchanged, so a request may
+    rely on it without loading it."""
+    return _alive(settings, row, now) and now - row["last_seen_at"] < TOUCH_INTERVAL
 
 
 def id_of_cookie(settings: Settings, token: str | None) -> str | None:
@@ -77,13 +81,13 @@ def id_of_cookie(settings: Settings, token: str | None) -> str | None:
 
 def load(conn: db.Connection, settings: Settings, token: str | None, now: int) -> Session | None:
     """The live session for a cookie token, or None; an expired one is deleted on sight."""
-    if not token or len(token) > 128:
+    sid = id_of_cookie(settings, token)
+    if sid is None:
         return None
-    sid = session_id(settings, token)
     row = db.session_get_with_user(conn, sid, verified_emails=bool(settings.admin_emails))
     if row is None:
         return None
-    if row["expires_at"] <= now or row["last_seen_at"] + settings.session_idle_seconds <= now:
+    if not _alive(settings, row, now):
         db.session_delete(conn, sid)
         return None
     if now - row["last_seen_at"] >= TOUCH_INTERVAL:

@@ -120,7 +120,7 @@ def test_sign_in_rotates_the_session_id(visitor, conn, signin_app):
     old = BufferedClient(signin_app)
     old.set_cookie(sessions.cookie_name(signin_app.settings), before)
     assert old.get("/account").status_code == 303
-    assert db.session_get(conn, sessions.session_id(signin_app.settings, before)) is None
+    assert db.session_get_with_user(conn, sessions.session_id(signin_app.settings, before)) is None
 
 
 def test_secrets_tokens_and_codes_stay_out_of_the_logs(visitor, idp, caplog):

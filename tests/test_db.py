@@ -98,7 +98,7 @@ def test_an_older_database_upgrades_to_the_current_schema_without_losing_data(db
     conn = database.connect()
     try:
         assert db.user_get(conn, user_id)["email"] == "v1@example.com"
-        assert db.session_get(conn, "a" * 64)["user_id"] == user_id
+        assert db.session_get_with_user(conn, "a" * 64)["user_id"] == user_id
         assert [r["version"] for r in conn.all("SELECT version FROM schema_migrations ORDER BY version")] \
             == list(range(version, latest + 1))
     finally:

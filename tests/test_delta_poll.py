@@ -111,7 +111,8 @@ def test_a_service_pause_and_a_batch_change_each_end_the_304s(poller, conn):
     assert int(stopped["cursor"]) == int(paused["cursor"]) + 1
 
 
-@pytest.mark.parametrize("cursor", ["", "abc", "0", "-3", "1e3", "99999999999", "9" * 40, "%00"])
+@pytest.mark.parametrize("cursor", ["", "abc", "0", "-3", "1e3", "99999999999", "9" * 40, "%00", "%C2%B2", "²",
+                                    "%D9%A1", "１"])
 def test_an_unknown_cursor_gets_the_full_state(poller, cursor):
     client, _user, batch_id = poller
     status, body, _etag = get(client, batch_id, cursor)

@@ -16,7 +16,7 @@ def test_a_new_session_has_a_long_random_token_and_stores_only_its_hmac(conn):
     created = sessions.create(conn, s, T0)
     assert len(created.token) >= 43  # 32 random bytes, base64url: 256 bits
     assert created.id != created.token and len(created.id) == 64
-    assert db.session_get(conn, created.token) is None
+    assert db.session_get_with_user(conn, created.token) is None
     assert conn.scalar("SELECT COUNT(*) AS n FROM sessions WHERE id = ?", (created.id,)) == 1
     loaded = sessions.load(conn, s, created.token, T0 + 1)
     assert loaded.id == created.id and loaded.csrf_token == created.csrf_token and loaded.token is None
@@ -34,7 +34,7 @@ def test_idle_expiry_ends_a_session_and_deletes_it(conn):
     created = sessions.create(conn, s, T0)
     assert sessions.load(conn, s, created.token, T0 + 3599) is not None
     assert sessions.load(conn, s, created.token, T0 + 3599 + 3600) is None
-    assert db.session_get(conn, created.id) is None
+    assert db.session_get_with_user(conn, created.id) is None
 
 
 def test_activity_extends_idle_time_but_not_the_absolute_lifetime(conn):
@@ -51,9 +51,9 @@ def test_reading_a_session_writes_at_most_once_a_minute(conn):
     s = settings()
     created = sessions.create(conn, s, T0)
     sessions.load(conn, s, created.token, T0 + 30)
-    assert db.session_get(conn, created.id)["last_seen_at"] == T0
+    assert db.session_get_with_user(conn, created.id)["last_seen_at"] == T0
     sessions.load(conn, s, created.token, T0 + 61)
-    assert db.session_get(conn, created.id)["last_seen_at"] == T0 + 61
+    assert db.session_get_with_user(conn, created.id)["last_seen_at"] == T0 + 61
 
 
 def test_rotation_gives_a_new_id_and_kills_the_old_one(conn):
@@ -94,8 +94,8 @@ def test_purge_removes_only_expired_sessions(conn):
     idle = sessions.create(conn, s, T0 - 4000)
     fresh = sessions.create(conn, s, T0 - 10)
     assert sessions.purge_expired(conn, s, T0) == 2
-    assert db.session_get(conn, fresh.id) is not None
-    assert db.session_get(conn, old.id) is None and db.session_get(conn, idle.id) is None
+    assert db.session_get_with_user(conn, fresh.id) is not None
+    assert db.session_get_with_user(conn, old.id) is None and db.session_get_with_user(conn, idle.id) is None
 
 
 def test_destroy_ends_a_session(conn):

@@ -176,7 +176,7 @@ def test_an_expired_session_cookie_is_cleared(tclient, test_app, conn):
     response = tclient.get("/")
     cookie = session_cookie(response)
     assert cookie.startswith("iib_session=;") and "Max-Age=0" in cookie
-    assert db.session_get(conn, created.id) is None
+    assert db.session_get_with_user(conn, created.id) is None
 
 
 def test_not_found_is_a_styled_page_in_the_visitors_language(tclient):
