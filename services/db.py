@@ -17,6 +17,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,8 @@ class Database:
         else:
             raise ValueError("DATABASE_URL must start with sqlite:/// or mysql://")
         self._local = threading.local()  # each thread's kept connection (see connection())
-        self._kept: list[Connection] = []  # every thread's, for close_kept()
+        # Every thread's, for close_kept(); weak, so a thread that ends takes its connection with it.
+        self._kept: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._kept_lock = threading.Lock()
 
     def describe(self) -> str:
@@ -133,7 +135,7 @@ class Database:
             conn = self.connect()
             self._local.conn = conn
             with self._kept_lock:
-                self._kept.append(conn)
+                self._kept.add(conn)
         else:
             conn.check()
         conn.fresh = True
@@ -152,13 +154,12 @@ class Database:
         if getattr(self._local, "conn", None) is conn:
             self._local.conn = None
         with self._kept_lock:
-            if conn in self._kept:
-                self._kept.remove(conn)
+            self._kept.discard(conn)
 
     def close_kept(self) -> None:
         """Close every thread's kept connection (a test's end, a server's shutdown)."""
         with self._kept_lock:
-            kept, self._kept = self._kept, []
+            kept, self._kept = list(self._kept), weakref.WeakSet()
         for conn in kept:
             conn.close()
         self._local = threading.local()

@@ -1,5 +1,6 @@
 """The SQL module on both engines: rows as dicts, transactions, initdb and migrations."""
 
+import gc
 import shutil
 import socket
 import threading
@@ -231,6 +232,10 @@ def test_a_thread_keeps_one_connection_and_gets_it_back_clean(database):
     thread.start()
     thread.join()
     assert other[0] is not first  # each thread its own
+    assert len(database._kept) == 2
+    other.clear()  # the thread has ended: once nothing holds its connection, the database forgets it too
+    gc.collect()
+    assert len(database._kept) == 1
 
     first.broken = True  # a request found it lost: closed at release, a new one next time
     database.release(first)
