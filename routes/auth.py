@@ -140,16 +140,16 @@ def register(app: web.App) -> None:
         user = web.current_user()
         if user is None:
             web.redirect("/login?next=/account")
-        linked = auth.identities(web.conn(), user["id"])
+        linked, history_count = auth.identities(web.conn(), user["id"])
         linked_names = {row["provider"] for row in linked}
         subscription = web.subscription()
         since = subscription["current_period_start"] if subscription else 0
         return web.render("account/account.html", identities=linked,
                           labels={p.name: p.label for p in app.settings.providers},
                           linkable=[p for p in app.settings.providers if p.name not in linked_names],
-                          subscription=subscription, balance=credits.balance(web.conn(), user["id"]),
+                          subscription=subscription, balance=web.credits_left(),
                           ledger=credits.recent(web.conn(), user["id"], since, limit=10),
                           ledger_reasons={reason: web.translate(text) for reason, text in LEDGER_REASONS.items()},
                           welcome=bottle.request.query.get("welcome") == "1",
-                          history_count=batches.finished_count(web.conn(), user["id"]),
+                          history_count=history_count,
                           history_deleted=_count_or_none(bottle.request.query.get("history_deleted")))

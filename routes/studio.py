@@ -105,9 +105,8 @@ def register(app: web.App) -> None:
 
     def compose(values: dict, problems=(), status: int = 200):
         bottle.response.status = status
-        user = web.current_user()
         return web.render("studio/compose.html", values=values, problems=problems, models=price_table(), **choices(),
-                          balance=credits.balance(web.conn(), user["id"]), max_prompts=app.settings.plan_max_prompts,
+                          balance=web.credits_left(), max_prompts=app.settings.plan_max_prompts,
                           max_kb=app.settings.upload_max_bytes // 1024, style_max=batches.STYLE_MAX_CHARS)
 
     def problem_texts(problems) -> list[dict]:

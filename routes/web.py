@@ -10,6 +10,7 @@ outermost layer sees every response, the 404s and 500s included.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import io
 import logging
@@ -23,8 +24,9 @@ import babel.dates
 import babel.numbers
 import bottle
 import jinja2
+import markupsafe
 
-from services import billing, db, logs, security, sessions
+from services import billing, credits, db, logs, security, sessions
 from services.config import LANGUAGES, Settings
 from services.i18n import LANGUAGE_NAMES, choose_language
 
@@ -77,9 +79,19 @@ class App(bottle.Bottle):
         # (A dict: Bottle refuses to let an app attribute be assigned twice.)
         self.billing = {"client": None, "price_id": settings.stripe_price_id or None, "portal_configuration": None}
         self._static_versions: dict[str, str] = {}
+        self._price_facts: dict[datetime.date, dict] = {}  # today's only (Bottle forbids reassigning attributes)
         # Public pages as a visitor without a session sees them, by (template, language, path): see render_public().
         self.public_pages: dict[tuple[str, str, str], str] = {}
         self.templates.globals["static_url"] = self.static_url
+
+    def price_facts(self) -> dict:
+        """What the public pages quote of the prices today (the catalogue's price_facts, worked out once a day)."""
+        today = datetime.date.today()
+        facts = self._price_facts.get(today)
+        if facts is None:
+            self._price_facts.clear()  # yesterday's
+            facts = self._price_facts[today] = self.catalog.price_facts(today)
+        return facts
 
     def static_url(self, path: str) -> str:
         """The URL of a file under public/, versioned by its content so it can be cached for long."""
@@ -159,18 +171,30 @@ def make_templates(translations: dict) -> jinja2.Environment:
     @jinja2.pass_context
     def day(context, timestamp):
         """A Unix time as a date in the page's language (e.g. 23 de noviembre de 2026)."""
-        moment = datetime.datetime.fromtimestamp(int(timestamp), tz=datetime.UTC)
-        return babel.dates.format_date(moment.date(), format="long", locale=context["lang"])
+        return _long_date(datetime.datetime.fromtimestamp(int(timestamp), tz=datetime.UTC).date(), context["lang"])
 
     @jinja2.pass_context
     def money(context, cents, currency="USD"):
         """An amount in cents in the page's language (e.g. US$1,234.56 or 1.234,56 US$)."""
         return babel.numbers.format_currency(Decimal(cents) / 100, currency.upper(), locale=context["lang"])
 
+    @jinja2.pass_context
+    def translated(context, message, **variables):
+        """`_()` in one step: what the i18n extension's newstyle `_` does (the text marked safe, then the
+        variables put in, escaped) through three calls, as a page has some forty of them."""
+        return markupsafe.Markup(translations[context["lang"]].gettext(message)) % variables
+
     env.install_gettext_callables(gettext, ngettext, newstyle=True)
+    env.globals["_"] = translated
     env.filters["day"] = day
     env.filters["money"] = money
     return env
+
+
+@functools.lru_cache(maxsize=1024)
+def _long_date(date: datetime.date, language: str) -> str:
+    """A date in words in a language (Babel's long format costs some 20 µs: a ledger shows ten of them)."""
+    return babel.dates.format_date(date, format="long", locale=language)
 
 
 # --- per-request helpers ----------------------------------------------------------------------
@@ -227,7 +251,9 @@ def session(create: bool = False) -> sessions.Session | None:
     if "iib.session" not in environ:
         settings = app().settings
         token = bottle.request.get_cookie(sessions.cookie_name(settings))
-        found = sessions.load(conn(), settings, token, now()) if token else None
+        # A page shows the plan (and often the credits) of whoever is signed in: read them with the session.
+        page = not bottle.request.path.startswith("/api/")
+        found = sessions.load(conn(), settings, token, now(), plan=page) if token else None
         if token and found is None:
             environ["iib.session_cookie"] = ""  # tell the browser to drop a dead cookie
         environ["iib.session"] = found
@@ -275,8 +301,23 @@ def subscription() -> dict | None:
         return None
     environ = bottle.request.environ
     if "iib.subscription" not in environ:
-        environ["iib.subscription"] = billing.current_subscription(conn(), user["id"])
+        found = session()
+        preloaded = found.plan if found is not None and found.user_id == user["id"] else None
+        environ["iib.subscription"] = preloaded["subscription"] if preloaded is not None \
+            else billing.current_subscription(conn(), user["id"])
     return environ["iib.subscription"]
+
+
+def credits_left() -> int:
+    """The signed-in user's credits as this request's session read them (a page's figure), else read now; 0 for
+    nobody. An action that spends credits reads the balance itself, in its transaction."""
+    user = current_user()
+    if user is None:
+        return 0
+    found = session()
+    if found is not None and found.plan is not None and found.user_id == user["id"]:
+        return found.plan["credits"]
+    return credits.balance(conn(), user["id"])
 
 
 def plan() -> billing.Access | None:
@@ -338,7 +379,7 @@ def render(template: str, **context) -> str:
         "library_key": library_key,
         "is_owner": is_owner,
         "settings": app().settings,
-        "price_facts": app().catalog.price_facts(datetime.date.today()),
+        "price_facts": app().price_facts(),
     }
     base.update(context)
     return app().templates.get_template(template).render(base)

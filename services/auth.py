@@ -131,9 +131,10 @@ def _user_for(conn: db.Connection, provider: Provider, identity: oauth.Identity,
     return user_id
 
 
-def identities(conn: db.Connection, user_id: int) -> list[dict]:
-    """The provider accounts a user signs in with."""
-    return db.identities_of(conn, user_id)
+def identities(conn: db.Connection, user_id: int) -> tuple[list[dict], int]:
+    """The provider accounts a user signs in with, and how many finished batches the site keeps for them (the
+    account page offers to delete them): one query."""
+    return db.identities_with_history(conn, user_id)
 
 
 def purge(conn: db.Connection, now: int) -> int:

@@ -452,25 +452,32 @@ def poll_head(conn: db.Connection, user_id: int, batch_id: int, now_ms: int) -> 
     batch = db.batch_poll_head(conn, batch_id)
     if batch is None or batch["user_id"] != user_id:
         raise BatchError("not_found")
-    batch["credits_left"] = batch["credits_left"] or 0
-    raw_pause = batch.pop("service_pause")
-    batch["service_paused"] = batch["status"] == "active" and pause_lasts(raw_pause, now_ms) is not None
-    economy = upstream_progress(conn, batch_id) if batch["speed"] == "economy" else None
-    return {"batch": batch, "economy": economy, "tag": _tag(batch["change_seq"], batch, economy)}
+    return _head(conn, batch, now_ms)
 
 
-def quick_tag(conn: db.Connection, settings, session_id: str | None, batch_id: int, now_ms: int) -> str | None:
-    """The tag poll_head would give, found with one query (session and batch together), or None when that cannot
-    be done: no session, someone else's batch, a session due a touch or gone, an economy batch. A poll
-    that has this tag already is answered 304 with nothing else read."""
+def quick_head(conn: db.Connection, settings, session_id: str | None, batch_id: int, now_ms: int) -> dict | None:
+    """poll_head's answer found with the session in one query, or None when that cannot be done: no session,
+    someone else's batch or none, a session due a touch or gone (the caller loads the session as every request
+    does, and gets the answer, or the error, from there). A poll answered from here costs one query when nothing
+    changed (304), and one more for the items when something did."""
     if not session_id or not 0 < batch_id < 2**63:
         return None
     row = db.batch_poll_check(conn, session_id, batch_id)
-    if row is None or row["speed"] == "economy" or not sessions.settled(settings, row, now_ms // 1000):
+    if row is None:
         return None
-    batch = {"credits_left": row["credits_left"] or 0,
-             "service_paused": row["status"] == "active" and pause_lasts(row["service_pause"], now_ms) is not None}
-    return _tag(row["change_seq"], batch, None)
+    session = {"expires_at": row.pop("session_expires_at"), "last_seen_at": row.pop("session_last_seen_at")}
+    if not sessions.settled(settings, session, now_ms // 1000):
+        return None
+    return _head(conn, row, now_ms)
+
+
+def _head(conn: db.Connection, batch: dict, now_ms: int) -> dict:
+    """poll_head's answer from a batch_poll_head row."""
+    batch["credits_left"] = batch["credits_left"] or 0
+    raw_pause = batch.pop("service_pause")
+    batch["service_paused"] = batch["status"] == "active" and pause_lasts(raw_pause, now_ms) is not None
+    economy = upstream_progress(conn, batch["id"]) if batch["speed"] == "economy" else None
+    return {"batch": batch, "economy": economy, "tag": _tag(batch["change_seq"], batch, economy)}
 
 
 def _tag(cursor: int, batch: dict, economy: dict | None) -> str:
@@ -626,11 +633,6 @@ OWNED_IDS = 1000  # the most batch ids a page vouches for (the browser adopts it
 def owned_ids(conn: db.Connection, user_id: int) -> list[int]:
     """The ids of the user's latest batches: the browser may adopt its rows of them that carry no owner yet."""
     return [row["id"] for row in db.batches_of(conn, user_id, OWNED_IDS, ids_only=True)]
-
-
-def finished_count(conn: db.Connection, user_id: int) -> int:
-    """How many finished batches the site keeps for the user (the account page offers to delete them)."""
-    return db.batches_finished_count(conn, user_id)
 
 
 def delete_history(conn: db.Connection, settings_results: Path, user_id: int) -> int:

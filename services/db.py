@@ -493,26 +493,37 @@ def session_insert(conn: Connection, session_id: str, user_id: int | None, csrf_
         (session_id, user_id, csrf_token, data, now, now, expires_at))
 
 
-def session_get_with_user(conn: Connection, session_id: str, verified_emails: bool = False) -> dict | None:
+def session_get_with_user(conn: Connection, session_id: str, verified_emails: bool = False,
+                          plan: bool = False) -> dict | None:
     """One session by id with its user's row under "user" (None when signed out or gone), in one query; or None.
 
     With `verified_emails`, the user row also carries "verified_emails" (user_verified_emails's list), for the
-    owner check on every page while ADMIN_EMAILS is set.
+    owner check on every page while ADMIN_EMAILS is set. With `plan`, the row also carries what every page
+    shows of the plan: "subscription" (subscription_latest's row, or None) and "credits" (credit_balance's).
     """
-    verified = ""
+    columns = [f"s.{name}" for name in _SESSION_COLUMNS.split(", ")] + [f"u.{name} AS u_{name}"
+                                                                         for name in _USER_COLUMNS]
+    joins = ""
     if verified_emails:  # a newline never occurs in an email: it separates them
         joined = "GROUP_CONCAT(i.email SEPARATOR '\n')" if conn.engine == "mysql" else "group_concat(i.email, char(10))"
-        verified = (f", (SELECT {joined} FROM identities i WHERE i.user_id = u.id AND i.email_verified = 1 "
-                    "AND i.email <> '') AS u_verified_emails")
-    row = conn.one("SELECT " + ", ".join(f"s.{name}" for name in _SESSION_COLUMNS.split(", ")) + ", "
-                   + ", ".join(f"u.{name} AS u_{name}" for name in _USER_COLUMNS) + verified
-                   + " FROM sessions s LEFT JOIN users u ON u.id = s.user_id WHERE s.id = ?", (session_id,))
+        columns.append(f"(SELECT {joined} FROM identities i WHERE i.user_id = u.id AND i.email_verified = 1 "
+                       "AND i.email <> '') AS u_verified_emails")
+    if plan:
+        columns += [f"p.{name} AS p_{name}" for name in _SUBSCRIPTION_FIELDS]
+        columns.append("(SELECT c.balance FROM credit_balances c WHERE c.user_id = u.id) AS u_credits")
+        joins = " LEFT JOIN subscriptions p ON p.id = (SELECT MAX(id) FROM subscriptions WHERE user_id = u.id)"
+    row = conn.one(f"SELECT {', '.join(columns)} FROM sessions s LEFT JOIN users u ON u.id = s.user_id{joins} "
+                   "WHERE s.id = ?", (session_id,))
     if row is None:
         return None
     user = {name: row.pop(f"u_{name}") for name in _USER_COLUMNS}
     if verified_emails:
         user["verified_emails"] = sorted({e.strip().lower() for e in (row.pop("u_verified_emails") or "").split("\n")
                                           if e.strip()})
+    if plan:
+        subscription = {name: row.pop(f"p_{name}") for name in _SUBSCRIPTION_FIELDS}
+        row["subscription"] = subscription if subscription["id"] is not None else None
+        row["credits"] = row.pop("u_credits") or 0
     row["user"] = user if user["id"] is not None else None
     return row
 
@@ -568,10 +579,17 @@ def identity_touch(conn: Connection, identity_id: int, email: str, display_name:
                  "WHERE id = ?", (email, display_name, now, int(bool(email_verified)), identity_id))
 
 
-def identities_of(conn: Connection, user_id: int) -> list[dict]:
-    """A user's identities, oldest first."""
-    return conn.all("SELECT id, provider, issuer, subject, email, display_name, created_at, last_login_at "
-                    "FROM identities WHERE user_id = ? ORDER BY id", (user_id,))
+def identities_with_history(conn: Connection, user_id: int) -> tuple[list[dict], int]:
+    """What the account page lists in one query: a user's identities, oldest first, and how many of their batches
+    are finished (the ones `batches_finished` would return)."""
+    rows = conn.all(f"SELECT p.id, p.provider, p.issuer, p.subject, p.email, p.display_name, p.created_at, "
+                    f"p.last_login_at, (SELECT COUNT(*) FROM batches b WHERE {_FINISHED} AND b.user_id = u.id) "
+                    "AS finished_batches FROM users u LEFT JOIN identities p ON p.user_id = u.id WHERE u.id = ? "
+                    "ORDER BY p.id", (user_id,))
+    finished = rows[0]["finished_batches"] if rows else 0
+    for row in rows:
+        del row["finished_batches"]
+    return [row for row in rows if row["id"] is not None], int(finished or 0)
 
 
 # --- sign-in flows ---------------------------------------------------------------------------
@@ -724,6 +742,9 @@ def user_by_stripe_customer(conn: Connection, customer_id: str) -> dict | None:
 _SUBSCRIPTION_COLUMNS = ("id, user_id, stripe_subscription_id, stripe_customer_id, status, price_id, "
                          "current_period_start, current_period_end, cancel_at_period_end, cancel_at, ended_at, "
                          "created_at, updated_at")
+
+
+_SUBSCRIPTION_FIELDS = tuple(_SUBSCRIPTION_COLUMNS.split(", "))
 
 
 def subscription_latest(conn: Connection, user_id: int) -> dict | None:
@@ -916,11 +937,6 @@ def batches_finished(conn: Connection, *, user_id: int | None = None, before: in
                     (*params, limit))
 
 
-def batches_finished_count(conn: Connection, user_id: int) -> int:
-    """How many of a user's batches are finished (the ones `batches_finished` would return)."""
-    return conn.scalar(f"SELECT COUNT(*) AS n FROM batches b WHERE {_FINISHED} AND b.user_id = ?", (user_id,))
-
-
 def batch_delete(conn: Connection, batch_id: int) -> list[str]:
     """Delete a batch and its items; return the result files its items still pointed at."""
     paths = [row["result_path"] for row in conn.all(
@@ -974,19 +990,20 @@ def batch_items_progress(conn: Connection, batch_id: int, since: int | None = No
                     "ORDER BY position", params)
 
 
+_POLL_HEAD = ("SELECT " + ", ".join(f"b.{name}" for name in _BATCH_COLUMNS.split(", "))
+              + ", (SELECT c.balance FROM credit_balances c WHERE c.user_id = b.user_id) AS credits_left, "
+              "(SELECT w.value FROM worker_state w WHERE w.name = 'pause') AS service_pause")
+
+
 def batch_poll_head(conn: Connection, batch_id: int) -> dict | None:
     """One batch with its owner's credits (credits_left) and the service-wide pause (service_pause, raw), or None."""
-    return conn.one(f"SELECT {_BATCH_COLUMNS}, (SELECT c.balance FROM credit_balances c WHERE c.user_id = b.user_id) "
-                    "AS credits_left, (SELECT w.value FROM worker_state w WHERE w.name = 'pause') AS service_pause "
-                    "FROM batches b WHERE b.id = ?", (batch_id,))
+    return conn.one(f"{_POLL_HEAD} FROM batches b WHERE b.id = ?", (batch_id,))
 
 
 def batch_poll_check(conn: Connection, session_id: str, batch_id: int) -> dict | None:
-    """What a poll's validator needs, in one query, if this session's user owns the batch: the session's
-    expires_at and last_seen_at, the batch's change_seq, status and speed, credits_left, service_pause; or None."""
-    return conn.one("SELECT s.expires_at, s.last_seen_at, b.change_seq, b.status, b.speed, "
-                    "(SELECT c.balance FROM credit_balances c WHERE c.user_id = b.user_id) AS credits_left, "
-                    "(SELECT w.value FROM worker_state w WHERE w.name = 'pause') AS service_pause "
+    """batch_poll_head's row and the session's session_expires_at and session_last_seen_at, in one query, if this
+    session's user owns the batch; or None."""
+    return conn.one(f"{_POLL_HEAD}, s.expires_at AS session_expires_at, s.last_seen_at AS session_last_seen_at "
                     "FROM sessions s JOIN batches b ON b.user_id = s.user_id AND b.id = ? WHERE s.id = ?",
                     (batch_id, session_id))
 

@@ -64,6 +64,24 @@ class RedactFilter(logging.Filter):
         return text
 
 
+class RotatingFile(logging.handlers.RotatingFileHandler):
+    """The standard rotating file handler, without its cost per line: it formats every record twice (once to
+    measure it) and looks twice at the file (is it a regular one?) before each write, which was a third of
+    the access line's CPU on every request. Here a file rolls over when it comes within LINE_ALLOWANCE bytes
+    of its limit, and the regular-file check is made only then."""
+
+    LINE_ALLOWANCE = 4096
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        """True when the file is near enough its limit (and a regular file: never /dev/null, as the original)."""
+        if self.stream is None:
+            self.stream = self._open()
+        if self.maxBytes <= 0:
+            return False
+        self.stream.seek(0, 2)  # the end: the other processes of the site append to the same file
+        return self.stream.tell() + self.LINE_ALLOWANCE >= self.maxBytes and os.path.isfile(self.baseFilename)
+
+
 def secret_values(settings: Settings) -> list[str]:
     """Every secret the settings hold: keys, signing secrets, client secrets, the database password."""
     from urllib.parse import urlsplit
@@ -96,8 +114,7 @@ def setup(settings: Settings, role: str, to_file: bool | None = None) -> Path | 
     if to_file:
         path = settings.var_dir / "log" / f"{role}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES,
-                                                                         backupCount=BACKUPS, encoding="utf-8")
+        handler: logging.Handler = RotatingFile(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
     else:
         handler = logging.StreamHandler()
     handler.iib = True

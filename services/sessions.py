@@ -34,6 +34,9 @@ class Session:
     token: str | None = None
     # The signed-in user's row, read with the session in one query (None: not read, or nobody signed in).
     user: dict | None = dataclasses.field(default=None, compare=False, repr=False)
+    # With load(plan=True): the user's latest subscription row (or None) under "subscription" and credits left
+    # under "credits", read in the same query (None: not read).
+    plan: dict | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def cookie_name(settings: Settings) -> str:
@@ -79,12 +82,13 @@ def id_of_cookie(settings: Settings, token: str | None) -> str | None:
     return session_id(settings, token) if token and len(token) <= 128 else None
 
 
-def load(conn: db.Connection, settings: Settings, token: str | None, now: int) -> Session | None:
-    """The live session for a cookie token, or None; an expired one is deleted on sight."""
+def load(conn: db.Connection, settings: Settings, token: str | None, now: int, plan: bool = False) -> Session | None:
+    """The live session for a cookie token, or None; an expired one is deleted on sight. With `plan`, the signed-in
+    user's subscription and credits are read in the same query (Session.plan)."""
     sid = id_of_cookie(settings, token)
     if sid is None:
         return None
-    row = db.session_get_with_user(conn, sid, verified_emails=bool(settings.admin_emails))
+    row = db.session_get_with_user(conn, sid, verified_emails=bool(settings.admin_emails), plan=plan)
     if row is None:
         return None
     if not _alive(settings, row, now):
@@ -99,7 +103,8 @@ def load(conn: db.Connection, settings: Settings, token: str | None, now: int) -
         data = {}
     return Session(id=sid, user_id=row["user_id"], csrf_token=row["csrf_token"], data=data,
                    created_at=row["created_at"], last_seen_at=row["last_seen_at"], expires_at=row["expires_at"],
-                   user=row["user"])
+                   user=row["user"], plan={"subscription": row["subscription"], "credits": row["credits"]}
+                   if plan and row["user"] is not None else None)
 
 
 def rotate(conn: db.Connection, settings: Settings, old: Session | None, now: int,

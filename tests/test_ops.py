@@ -84,6 +84,31 @@ def test_logs_redact_every_secret_and_go_to_a_rotating_file_in_production(app, t
                 handler.close()
 
 
+def test_the_log_file_rolls_over_near_its_limit_and_keeps_every_line(tmp_path):
+    path = tmp_path / "web.log"
+    handler = logs.RotatingFile(path, maxBytes=20_000, backupCount=2, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.Logger("rolling")
+    logger.addHandler(handler)
+    try:
+        for n in range(800):
+            logger.info("line %03d %s", n, "x" * 90)
+    finally:
+        handler.close()
+    files = [path, path.with_name("web.log.1"), path.with_name("web.log.2")]
+    assert all(f.exists() for f in files) and not path.with_name("web.log.3").exists()
+    assert all(f.stat().st_size < 20_000 for f in files)
+    lines = [line for f in reversed(files) for line in f.read_text(encoding="utf-8").splitlines()]
+    numbers = [int(line.split()[1]) for line in lines]
+    assert numbers == list(range(numbers[0], 800)) and numbers[0] > 0  # the newest kept, in order, none lost
+    # Never a rollover for what is not a regular file (the standard handler's rule).
+    null = logs.RotatingFile(os.devnull, maxBytes=1, backupCount=2)
+    try:
+        assert not null.shouldRollover(logging.makeLogRecord({"msg": "x"}))
+    finally:
+        null.close()
+
+
 def test_a_private_file_readable_by_others_is_reported(tmp_path):
     private = tmp_path / ".env"
     private.write_text("SECRET_KEY=x\n", encoding="utf-8")
