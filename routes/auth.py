@@ -144,12 +144,13 @@ def register(app: web.App) -> None:
         linked_names = {row["provider"] for row in linked}
         subscription = web.subscription()
         since = subscription["current_period_start"] if subscription else 0
+        ledger = credits.recent(web.conn(), user["id"], since, limit=10)
         return web.render("account/account.html", identities=linked,
                           labels={p.name: p.label for p in app.settings.providers},
                           linkable=[p for p in app.settings.providers if p.name not in linked_names],
                           subscription=subscription, balance=web.credits_left(),
-                          ledger=credits.recent(web.conn(), user["id"], since, limit=10),
-                          ledger_reasons={reason: web.translate(text) for reason, text in LEDGER_REASONS.items()},
+                          ledger=ledger, ledger_reasons={line["reason"]: web.translate(LEDGER_REASONS[line["reason"]])
+                                                         for line in ledger if line["reason"] in LEDGER_REASONS},
                           welcome=bottle.request.query.get("welcome") == "1",
                           history_count=history_count,
                           history_deleted=_count_or_none(bottle.request.query.get("history_deleted")))

@@ -74,7 +74,7 @@ class App(bottle.Bottle):
         self.database = database
         self.catalog = catalog
         self.translations = translations
-        self.templates = make_templates(translations)
+        self.templates = make_templates(translations, reload=settings.app_mode == "demo")
         # Made on first use when billing is configured: the StripeClient and the plan's price id.
         # (A dict: Bottle refuses to let an app attribute be assigned twice.)
         self.billing = {"client": None, "price_id": settings.stripe_price_id or None, "portal_configuration": None}
@@ -155,9 +155,14 @@ def _session_cookie(settings: Settings, token: str) -> str:
     return "; ".join(parts)
 
 
-def make_templates(translations: dict) -> jinja2.Environment:
-    """The project's Jinja2 environment: absolute path, autoescape on, gettext in the page's language."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(VIEWS_DIR)), autoescape=True,
+def make_templates(translations: dict, reload: bool = False) -> jinja2.Environment:
+    """The project's Jinja2 environment: absolute path, autoescape on, gettext in the page's language.
+
+    With `reload` (the local demo) an edited template shows on the next request; elsewhere each
+    template is read once per process (a deploy restarts the processes), which saves looking at
+    the files' times on every page.
+    """
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(VIEWS_DIR)), autoescape=True, auto_reload=reload,
                              undefined=jinja2.StrictUndefined, extensions=["jinja2.ext.i18n"])
 
     @jinja2.pass_context

@@ -1000,12 +1000,21 @@ def batch_poll_head(conn: Connection, batch_id: int) -> dict | None:
     return conn.one(f"{_POLL_HEAD} FROM batches b WHERE b.id = ?", (batch_id,))
 
 
+# What a poll answers of its batch (describe() in routes/api.py, batches.status): fewer columns than the page's.
+_POLL_COLUMNS = ("id", "user_id", "status", "pause_reason", "model", "ratio", "quality", "image_format", "resolution",
+                 "complexity", "speed", "width", "height", "style", "prompt_separator", "item_count",
+                 "credits_per_item", "created_at", "change_seq")
+
+
 def batch_poll_check(conn: Connection, session_id: str, batch_id: int) -> dict | None:
-    """batch_poll_head's row and the session's session_expires_at and session_last_seen_at, in one query, if this
-    session's user owns the batch; or None."""
-    return conn.one(f"{_POLL_HEAD}, s.expires_at AS session_expires_at, s.last_seen_at AS session_last_seen_at "
-                    "FROM sessions s JOIN batches b ON b.user_id = s.user_id AND b.id = ? WHERE s.id = ?",
-                    (batch_id, session_id))
+    """What a poll needs of the batch (the _POLL_COLUMNS, credits_left, service_pause) and of the session
+    (session_expires_at, session_last_seen_at), in one query, if this session's user owns the batch; or None."""
+    return conn.one("SELECT " + ", ".join(f"b.{name}" for name in _POLL_COLUMNS)
+                    + ", c.balance AS credits_left, w.value AS service_pause, s.expires_at AS session_expires_at, "
+                    "s.last_seen_at AS session_last_seen_at FROM sessions s "
+                    "JOIN batches b ON b.user_id = s.user_id AND b.id = ? "
+                    "LEFT JOIN credit_balances c ON c.user_id = b.user_id "
+                    "LEFT JOIN worker_state w ON w.name = 'pause' WHERE s.id = ?", (batch_id, session_id))
 
 
 def batch_item_counts(conn: Connection, batch_id: int) -> list[dict]:
