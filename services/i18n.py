@@ -7,6 +7,7 @@ there is no compiled .mo file to forget to rebuild.
 
 from __future__ import annotations
 
+import functools
 import gettext
 import io
 from pathlib import Path
@@ -63,6 +64,14 @@ def choose_language(chosen: str | None, accept_language: str | None, default: st
     """The visitor's language: their remembered choice, else the browser's preference, else the default."""
     if chosen in LANGUAGES:
         return chosen
+    if accept_language is not None and len(accept_language) <= 200:  # browsers send the same few headers
+        return _preferred(accept_language, default)
+    return _preferred.__wrapped__(accept_language, default)
+
+
+@functools.lru_cache(maxsize=256)
+def _preferred(accept_language: str | None, default: str) -> str:
+    """The first language of an Accept-Language header the site speaks, else the default."""
     for tag in parse_accept_language(accept_language):
         if tag in LANGUAGES:
             return tag

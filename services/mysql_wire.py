@@ -94,22 +94,52 @@ class Result(connections.MySQLResult):
 
     def _get_descriptions(self):
         conn = self.connection
-        known = conn.columns_seen
-        fields, plan, description = [], [], []
-        for _ in range(self.field_count):
-            data = conn.read_payload()
-            column = known.get(data)
-            if column is None:
-                if len(known) >= COLUMNS_KEPT:  # bounded: the app's queries have a few hundred columns in all
-                    known.clear()
-                column = known[data] = _column(data, conn)
-            fields.append(column[0])
-            description.append(column[1])
-            plan.append(column[2])
-        self.fields, self.converters, self.description = fields, plan, tuple(description)
+        count, seq = self.field_count, conn._next_seq_id
+        found = self._same_columns_as_before(conn, count, seq)
+        if found is None:
+            known = conn.columns_seen
+            fields, plan, description, packets = [], [], [], []
+            for _ in range(count):
+                data = conn.read_payload()
+                column = known.get(data)
+                if column is None:
+                    if len(known) >= COLUMNS_KEPT:  # bounded: the app's queries have a few hundred columns in all
+                        known.clear()
+                    column = known[data] = _column(data, conn)
+                fields.append(column[0])
+                description.append(column[1])
+                plan.append(column[2])
+                packets.append(len(data).to_bytes(3, "little") + bytes([seq]) + data)
+                seq = (seq + 1) % 256
+            found = b"".join(packets), fields, plan, tuple(description)
+            blocks = conn.blocks_seen
+            if len(blocks) >= COLUMNS_KEPT:
+                blocks.clear()
+            blocks[(count, packets[0])] = found
+        self.fields, self.converters, self.description = found[1], found[2], found[3]
         end = MysqlPacket(conn.read_payload(), conn.encoding)
         if not end.is_eof_packet():
             raise err.InternalError("Protocol error, expecting EOF")
+
+    @staticmethod
+    def _same_columns_as_before(conn: Connection, count: int, seq: int) -> tuple | None:
+        """When the column definitions waiting in the socket's buffer are, byte for byte (sequence numbers
+        included), those of an earlier result starting with the same column, that result's reading of them
+        (block, fields, plan, description), consumed from the buffer in one read; else None, nothing read.
+        A query run again is answered with the same definitions: this is its usual case."""
+        try:
+            buffered = conn._rfile.peek(1)
+        except OSError:
+            return None  # the ordinary reads meet the lost connection and say so
+        if len(buffered) < 4 or buffered[3] != seq:
+            return None
+        first = buffered[:4 + (buffered[0] | buffered[1] << 8 | buffered[2] << 16)]
+        found = conn.blocks_seen.get((count, first))
+        if found is None or not buffered.startswith(found[0]):
+            return None
+        conn._rfile.read(len(found[0]))
+        conn._next_seq_id = (seq + count) % 256
+        return found
 
     def _read_rowdata_packet(self):
         conn = self.connection
@@ -186,6 +216,9 @@ class Connection(connections.Connection):
         # Column definition packets seen on this connection, with what they were read as: a query run again
         # sends the same bytes, so its columns cost a dict look-up (per connection: the decoders are).
         self.columns_seen: dict[bytes, tuple[Field, tuple, tuple]] = {}
+        # A result's column definitions as a whole (all their packets, as bytes), by their number and first
+        # packet, with what they were read as: (block, fields, plan, description).
+        self.blocks_seen: dict[tuple[int, bytes], tuple[bytes, list, list, tuple]] = {}
         super().__init__(*args, **kwargs)
 
     def read_payload(self) -> bytes:
