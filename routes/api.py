@@ -119,9 +119,11 @@ def describe(state: dict) -> dict:
     own reason (stopped, no_credits, model_unavailable...) is kept.
     """
     batch, items = state["batch"], state["items"]
+    # The style and its separator come once: an item's final prompt is its prompt, then the separator and the
+    # style when there is one (batches.final_prompt), which the page works out rather than receive 100 times.
     shown = {key: batch[key] for key in ("id", "status", "pause_reason", "model", "ratio", "quality", "image_format",
                                          "resolution", "complexity", "width", "height", "item_count",
-                                         "credits_per_item", "created_at", "speed")}
+                                         "credits_per_item", "created_at", "speed", "style", "prompt_separator")}
     if batch["service_paused"] and not batch["pause_reason"]:
         shown["pause_reason"] = "service_paused"
     reason = shown["pause_reason"]
@@ -137,7 +139,7 @@ def describe(state: dict) -> dict:
         "economy": state.get("economy"),
         "items": [{
             "id": item["id"], "position": item["position"], "prompt": item["prompt"],
-            "final_prompt": item["final_prompt"], "file_name": item["file_name"], "status": item["status"],
+            "file_name": item["file_name"], "status": item["status"],
             "error_code": item["error_code"],
             "error": web.translate(FAILURE_MESSAGES[item["error_code"]])
             if item["status"] == "failed" and item["error_code"] in FAILURE_MESSAGES else None,

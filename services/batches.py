@@ -504,16 +504,18 @@ def status(conn: db.Connection, user_id: int, batch_id: int, now_ms: int, since:
     cursor = int(since) if since and since.isascii() and since.isdigit() and len(since) < 19 else 0
     full = not 0 < cursor <= seq or seq - cursor > batch["item_count"]
     items = db.batch_items_progress(conn, batch_id, None if full else cursor) if full or cursor < seq else []
-    for item in items:
-        item["final_prompt"] = final_prompt(item["prompt"], batch["style"], batch["prompt_separator"])
     counts: dict[str, int] = {}
     failures: dict[str, int] = {}
-    rows = [{"status": i["status"], "error_code": i["error_code"], "n": 1} for i in items] if full \
-        else db.batch_item_counts(conn, batch_id)
-    for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + row["n"]
-        if row["status"] == "failed" and row["error_code"]:
-            failures[row["error_code"]] = failures.get(row["error_code"], 0) + row["n"]
+    if full:  # every item is here: counted from them
+        for item in items:
+            counts[item["status"]] = counts.get(item["status"], 0) + 1
+            if item["status"] == "failed" and item["error_code"]:
+                failures[item["error_code"]] = failures.get(item["error_code"], 0) + 1
+    else:
+        for row in db.batch_item_counts(conn, batch_id):
+            counts[row["status"]] = counts.get(row["status"], 0) + row["n"]
+            if row["status"] == "failed" and row["error_code"]:
+                failures[row["error_code"]] = failures.get(row["error_code"], 0) + row["n"]
     cursor = max([seq, *(item["changed_seq"] for item in items)])
     return {**head, "items": items, "counts": counts, "failures": failures, "full": full, "cursor": str(cursor),
             "tag": _tag(cursor, batch, head["economy"])}

@@ -145,7 +145,7 @@ async function start() {
       model: b.model, ratio: b.ratio, quality: b.quality, format: b.image_format, width: b.width,
       height: b.height, count: b.item_count,
       items: items.map(i => ({id: i.id, position: i.position, name: i.file_name, prompt: i.prompt,
-        finalPrompt: i.final_prompt, status: i.status, error: i.error}))
+        finalPrompt: b.style ? i.prompt + b.prompt_separator + b.style : i.prompt, status: i.status, error: i.error}))
     };
     const json = JSON.stringify(record);
     if (storable && json !== saved && (stored.size || items.some(i => i.status === 'done'))) {
