@@ -294,7 +294,10 @@ def test_the_style_is_stored_once_per_batch_and_joined_when_generating(studio, c
     assert created.status_code == 201
     batch_id = created.json["batch"]["id"]
     normalised = " ".join(style.split())
-    assert created.json["items"][0]["final_prompt"] == f"prompt number 0, {normalised}"
+    answered = created.json  # the style once, not in every item: the page joins them as the worker does
+    assert (answered["batch"]["style"], answered["batch"]["prompt_separator"]) == (normalised, ", ")
+    assert answered["items"][0]["prompt"] == "prompt number 0" and "final_prompt" not in answered["items"][0]
+    assert len(created.text) < 100 * 200 + 2 * len(normalised)
     stored = conn.scalar("SELECT LENGTH(style) AS n FROM batches WHERE id = ?", (batch_id,)) + conn.scalar(
         "SELECT SUM(LENGTH(prompt) + LENGTH(file_name)) AS n FROM batch_items WHERE batch_id = ?", (batch_id,))
     assert stored / sent <= 2  # the style once (stored in every item it was 67 times what was sent)
@@ -371,7 +374,7 @@ def test_the_longest_accepted_prompt_style_and_name_in_four_byte_characters_are_
     created = create(client, token, prompts=prompt, style=style, names=name)
     assert created.status_code == 201, created.text
     item = created.json["items"][0]
-    assert item["prompt"] == prompt and item["final_prompt"] == f"{prompt}, {style}"
+    assert item["prompt"] == prompt and created.json["batch"]["style"] == style
     assert item["file_name"] == "🦊" * names.MAX_STEM + ".png"
     stored = db.batch_get(conn, created.json["batch"]["id"])
     assert stored["style"] == style
