@@ -100,6 +100,7 @@ def register(app: web.App) -> None:
         except billing.BillingError as exc:
             log.warning("checkout sync for user %s failed: %s", user["id"], exc)
             state = billing.user_access(web.conn(), user["id"], web.now())
+        web.forget_plan()  # the sync may have stored the subscription: the page's banner reads it afresh
         if state.can_generate:
             web.redirect("/account?welcome=1")
         return web.render("billing/activating.html", session_id=session_id)

@@ -78,6 +78,8 @@ class App(bottle.Bottle):
         # (A dict: Bottle refuses to let an app attribute be assigned twice.)
         self.billing = {"client": None, "price_id": settings.stripe_price_id or None, "portal_configuration": None}
         self._static_versions: dict[str, str] = {}
+        # The same for every response of a kind: worked out once (settings do not change while the app runs).
+        self._security_headers = {private: security.security_headers(settings, private) for private in (False, True)}
         self._price_facts: dict[datetime.date, dict] = {}  # today's only (Bottle forbids reassigning attributes)
         # Public pages as a visitor without a session sees them, by (template, language, path): see render_public().
         self.public_pages: dict[tuple[str, str, str], str] = {}
@@ -123,7 +125,7 @@ class App(bottle.Bottle):
             if private:  # a visitor with a session: nothing may be cached, whatever the route said
                 headers = [h for h in headers if h[0].lower() not in ("cache-control", "expires")]
             names = {name.lower() for name, _ in headers}
-            extra = [h for h in security.security_headers(self.settings, private) if h[0].lower() not in names]
+            extra = [h for h in self._security_headers[private] if h[0].lower() not in names]
             content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
             if content_type.startswith("text/html") and "vary" not in names:
                 extra.append(("Vary", "Accept-Language, Cookie"))  # the language follows both
@@ -310,6 +312,16 @@ def subscription() -> dict | None:
         environ["iib.subscription"] = preloaded["subscription"] if preloaded is not None \
             else billing.current_subscription(conn(), user["id"])
     return environ["iib.subscription"]
+
+
+def forget_plan() -> None:
+    """Forget the plan and credits read with the session: this request changed them (the page it renders reads
+    them again)."""
+    environ = bottle.request.environ
+    environ.pop("iib.subscription", None)
+    found = environ.get("iib.session")
+    if found is not None:
+        found.plan = None
 
 
 def credits_left() -> int:
