@@ -582,7 +582,7 @@ def identity_touch(conn: Connection, identity_id: int, email: str, display_name:
 def identities_with_history(conn: Connection, user_id: int) -> tuple[list[dict], int]:
     """What the account page lists in one query: a user's identities, oldest first, and how many of their batches
     are finished (the ones `batches_finished` would return)."""
-    rows = conn.all(f"SELECT p.id, p.provider, p.issuer, p.subject, p.email, p.display_name, p.created_at, "
+    rows = conn.all("SELECT p.id, p.provider, p.issuer, p.subject, p.email, p.display_name, p.created_at, "
                     f"p.last_login_at, (SELECT COUNT(*) FROM batches b WHERE {_FINISHED} AND b.user_id = u.id) "
                     "AS finished_batches FROM users u LEFT JOIN identities p ON p.user_id = u.id WHERE u.id = ? "
                     "ORDER BY p.id", (user_id,))
