@@ -610,6 +610,7 @@ PHASES = [  # (module path, attribute owner, name, label)
     ("jinja2.environment", "Template", "render", "Jinja2 rendering (excl. SQL called from templates)"),
     ("routes.api", None, "describe", "describe() the batch (dicts, translation)"),
     ("bottle", None, "json_dumps", "JSON encoding"),
+    ("routes.api", None, "_json", "JSON encoding"),  # the API's answers since 2026-12-03 (compact separators)
     ("logging", "Logger", "handle", "logging (the access line to web.log)"),
 ]
 
