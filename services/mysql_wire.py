@@ -44,19 +44,23 @@ class Field:
         return (self.name, self.type_code, None, length, length, self.scale, self.flags % 2 == 0)
 
 
+def _long_length(data: bytes, pos: int) -> tuple[int, int]:
+    """A length-encoded integer of 2, 3 or 8 bytes at `pos` (its first byte 252, 253 or 254), and the offset after
+    it. (A first byte below 251 is the length itself: the callers read that one in line.)"""
+    first = data[pos]
+    if first == 252:
+        return data[pos + 1] | data[pos + 2] << 8, pos + 3
+    if first == 253:
+        return int.from_bytes(data[pos + 1:pos + 4], "little"), pos + 4
+    return int.from_bytes(data[pos + 1:pos + 9], "little"), pos + 9
+
+
 def _strings(data: bytes, count: int) -> tuple[list[bytes], int]:
     """`count` length-encoded strings from the start of a packet, and the offset after them."""
     out, pos = [], 0
     for _ in range(count):
         n = data[pos]
-        if n < 251:
-            pos += 1
-        elif n == 252:
-            n, pos = data[pos + 1] | data[pos + 2] << 8, pos + 3
-        elif n == 253:
-            n, pos = int.from_bytes(data[pos + 1:pos + 4], "little"), pos + 4
-        else:
-            n, pos = int.from_bytes(data[pos + 1:pos + 9], "little"), pos + 9
+        n, pos = (n, pos + 1) if n < 251 else _long_length(data, pos)
         out.append(data[pos:pos + n])
         pos += n
     return out, pos
@@ -187,18 +191,14 @@ def _row(data: bytes, plan: list) -> tuple:
         if pos >= end:  # fewer values than columns: PyMySQL stops there too
             break
         n = data[pos]
-        if n < 251:
+        if n < 251:  # the usual case, read in line: this loop runs for every value of every row
             pos += 1
         elif n == 251:  # NULL
             row.append(None)
             pos += 1
             continue
-        elif n == 252:
-            n, pos = data[pos + 1] | data[pos + 2] << 8, pos + 3
-        elif n == 253:
-            n, pos = int.from_bytes(data[pos + 1:pos + 4], "little"), pos + 4
         else:
-            n, pos = int.from_bytes(data[pos + 1:pos + 9], "little"), pos + 9
+            n, pos = _long_length(data, pos)
         value = data[pos:pos + n]
         pos += n
         if text is not None:
