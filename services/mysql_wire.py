@@ -3,14 +3,16 @@
 PyMySQL is pure Python and reads a result one method call at a time: a packet object per
 column definition and per row, and four or five calls per value. On this site's pages that
 was a third of a request's CPU (a batch poll reads 100 rows of 12 columns every 2 s). The
-connection class here reads the same bytes in one loop per packet: column definitions with
-one struct unpack, row values by slicing, integers converted from their bytes without
-decoding them first. Everything else (connecting, sending, OK and error packets, the first
-packet of a result, unbuffered queries) is PyMySQL's own, and every row is what PyMySQL
+connection class here reads the same bytes with less work: a query run again is answered with
+the same column definitions, which are recognised whole in the socket's buffer and taken in
+one read (else each is read once and remembered); the rows already buffered are cut from one
+look at the buffer, their values sliced in one loop, integers converted from their bytes
+without decoding them first. Everything else (connecting, sending, OK and error packets, the
+first packet of a result, unbuffered queries) is PyMySQL's own, and every row is what PyMySQL
 would have made: tests/test_mysql_wire.py compares the two on every column type the schema
 uses, NULLs, long values and errors in the middle of a result.
 
-Written against PyMySQL 1.2.4 (requirements.txt pins it): it uses Connection._read_bytes,
+Written against PyMySQL 1.2.4 (requirements.txt pins it): it uses Connection._rfile,
 _next_seq_id, _force_close and MySQLResult's fields, which are internal. A PyMySQL upgrade
 must run that test file.
 """
