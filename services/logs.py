@@ -123,10 +123,10 @@ def setup(settings: Settings, role: str, to_file: bool | None = None) -> Path | 
     handler.addFilter(redact)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
-    # Nothing in FORMAT needs where a line was logged from, or the thread's and process's names: the logging
-    # HOWTO's "Optimization" settings skip working them out for every line (a walk up the stack among them).
+    # Nothing in FORMAT needs where a line was logged from: the logging HOWTO's "Optimization" setting skips
+    # that walk up the stack for every line (records say "(unknown file)", line 0). The process id and thread
+    # stay: Passenger's own handler, which gets these lines too, prints %(process)d.
     logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     return path
 
 
